@@ -1,0 +1,384 @@
+"""THE METHOD: epistemic and aleatoric uncertainty from one forward and one backward pass.
+
+For a prediction p_c(x | theta) at the point estimate theta*, the delta method with an isotropic
+parameter covariance (Cov[theta] = I, paper Eq. 3-4) gives
+
+    epistemic(x, c) = ||grad_theta p_c(x | theta*)||^2      (over ALL parameters)
+    aleatoric(x, c) = p_c(x | theta*) (1 - p_c(x | theta*))  (Bernoulli variance, Eq. 8)
+
+and for a regression mean f(x; theta): epistemic = ||grad_theta f(x; theta*)||^2.
+
+Two ways to get the per-example squared gradient norms:
+
+- ``"vmap"``: ``vmap(jacrev)`` of the per-example prediction, for ANY ``apply(params, x)``, in
+  chunks of ``chunk_size`` examples so memory stays bounded.
+- ``"dense"``: for models whose parameters all sit in ``flax.linen.Dense`` layers applied once per
+  example. A Dense layer's per-example weight gradient is the outer product a_i delta_i^T (a: layer
+  input, delta: gradient w.r.t. the layer's pre-activation), so
+  ||g_i||^2 = sum_layers (||a_i||^2 + 1) ||delta_i||^2, with every delta from one batched backward
+  pass per class. No per-example gradient is ever materialised.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gnuq import likelihoods
+from gnuq.types import ApplyFn, Array, Params
+
+METHODS = ("auto", "dense", "vmap")
+DEFAULT_CHUNK = {"dense": 2048, "vmap": 16}
+
+
+class Uncertainty(NamedTuple):
+    """Per-input uncertainty at the point estimate.
+
+    Shapes: ``[N, C]`` for the categorical likelihood, ``[N]`` for bernoulli (positive class) and
+    gaussian. For gaussian, ``probs`` holds the predicted mean and ``aleatoric`` the noise variance
+    passed as ``noise_var`` (NaN when none was given: the model does not predict it).
+    """
+
+    epistemic: Array
+    aleatoric: Array
+    probs: Array
+
+
+class SequenceUncertainty(NamedTuple):
+    """Per-sequence uncertainty of a generated answer (paper Eq. 9-10), shapes ``[B]``.
+
+    ``probs`` is the mean answer-token probability p_bar; ``token_probs`` ``[B, T]`` holds
+    p(y_t | y_<t, x) at answer positions and 0 elsewhere.
+    """
+
+    epistemic: Array
+    aleatoric: Array
+    probs: Array
+    token_probs: Array
+
+
+def uncertainty(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    *,
+    likelihood: str,
+    method: str = "auto",
+    chunk_size: int | None = None,
+    noise_var: float | None = None,
+) -> Uncertainty:
+    """Gradient-norm epistemic and point-estimate aleatoric uncertainty for a batch of inputs.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> outputs``; logits ``[N, C]`` (categorical), logits
+        ``[N]``/``[N, 1]`` (bernoulli) or means ``[N]``/``[N, 1]`` (gaussian).
+      params: the point estimate theta*, any pytree of float arrays.
+      x: inputs ``[N, ...]`` with a leading batch axis.
+      likelihood: ``"categorical"``, ``"bernoulli"`` or ``"gaussian"``.
+      method: ``"dense"`` (outer-product identity), ``"vmap"`` (any model) or ``"auto"`` (dense
+        when the model qualifies, see ``dense_applies``).
+      chunk_size: examples per chunk (default 2048 for dense, 16 for vmap).
+      noise_var: gaussian observation variance, returned as the aleatoric part.
+    """
+    lik = likelihoods.get(likelihood, noise_var)
+    x = _check_batch(apply_fn, params, x, lik)
+    method = resolve_method(apply_fn, params, x, method)
+    chunk = chunk_size or DEFAULT_CHUNK[method]
+    epi, pred = _compiled(apply_fn, lik, method, chunk)(params, x)
+    if lik.name == "categorical":
+        return Uncertainty(epi, pred * (1 - pred), pred)
+    epi, pred = epi[:, 0], pred[:, 0]
+    if lik.name == "bernoulli":
+        return Uncertainty(epi, pred * (1 - pred), pred)
+    noise = jnp.nan if noise_var is None else noise_var
+    return Uncertainty(epi, jnp.full_like(pred, noise), pred)
+
+
+def squared_grad_norms(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    *,
+    likelihood: str,
+    method: str = "auto",
+    chunk_size: int | None = None,
+) -> Array:
+    """``[N, K]`` squared norms ||grad_theta predict_k(x_n)||^2, K = C or 1 (not categorical)."""
+    lik = likelihoods.get(likelihood)
+    x = _check_batch(apply_fn, params, x, lik)
+    method = resolve_method(apply_fn, params, x, method)
+    return _compiled(apply_fn, lik, method, chunk_size or DEFAULT_CHUNK[method])(params, x)[0]
+
+
+def resolve_method(apply_fn: ApplyFn, params: Params, x: Array, method: str) -> str:
+    """Return ``"dense"`` or ``"vmap"``; ``"dense"`` on a model it cannot serve raises."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method == "vmap":
+        return method
+    reason = _dense_obstacle(apply_fn, params, x)
+    if reason is None:
+        return "dense"
+    if method == "dense":
+        raise ValueError(
+            f"method='dense' does not apply to this model: {reason}. Use method='vmap'."
+        )
+    return "vmap"
+
+
+def dense_applies(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
+    """Whether the outer-product identity covers every parameter of ``apply_fn`` on ``x``."""
+    return _dense_obstacle(apply_fn, params, jnp.asarray(x)) is None
+
+
+def sequence_uncertainty(
+    logits_fn: ApplyFn,
+    params: Params,
+    tokens: Array,
+    answer_mask: Array,
+    *,
+    per_token: bool = False,
+    chunk_size: int = 1,
+) -> SequenceUncertainty:
+    """Uncertainty of answer tokens under an autoregressive model (paper Sec. 3.4).
+
+    p_t = p(y_t | y_<t, x) read at answer positions (``answer_mask[b, t] = 1``) from
+    ``logits_fn(params, tokens) [B, T, V]``, whose position t predicts token t + 1.
+    With p_bar = mean_t p_t over answer positions:
+
+      epistemic = ||grad_theta p_bar||^2        (one backward pass; keeps the cross-terms)
+                  or, with ``per_token=True``, mean_t ||grad_theta p_t||^2 (no cross-terms)
+      aleatoric = mean_t p_t (1 - p_t)
+
+    Sequences are processed ``chunk_size`` at a time (1 keeps one model's gradient in memory).
+    """
+    tokens = jnp.asarray(tokens)
+    mask = jnp.asarray(answer_mask)
+    if tokens.ndim != 2 or mask.shape != tokens.shape:
+        raise ValueError(
+            f"tokens and answer_mask must both be [B, T]; got {tuple(tokens.shape)} and "
+            f"{tuple(mask.shape)}"
+        )
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+    if tokens.shape[0] == 0:
+        raise ValueError("empty batch: tokens has no sequences")
+    mask_np = np.asarray(mask)
+    if mask_np[:, 0].any():
+        raise ValueError("answer_mask[:, 0] must be 0: the first token has no prediction")
+    empty = np.flatnonzero(mask_np.sum(axis=1) == 0)
+    if empty.size:
+        raise ValueError(f"sequences {empty.tolist()} have no answer tokens in answer_mask")
+    _check_finite_params(params)
+    mask = mask.astype(jnp.result_type(float))
+
+    def token_probs(p: Params, tok: Array, m: Array) -> Array:
+        logits = logits_fn(p, tok[None])[0]
+        probs = jax.nn.softmax(logits[:-1], axis=-1)
+        pt = jnp.take_along_axis(probs, tok[1:, None], axis=-1)[:, 0]
+        return jnp.concatenate([jnp.zeros(1, pt.dtype), pt]) * m
+
+    def mean_prob(p: Params, ex: tuple[Array, Array]) -> Array:
+        tok, m = ex
+        return (jnp.sum(token_probs(p, tok, m)) / jnp.sum(m))[None]
+
+    def masked_token_probs(p: Params, ex: tuple[Array, Array]) -> Array:
+        return token_probs(p, *ex)
+
+    @jax.jit
+    def run(p: Params, tok: Array, m: Array) -> tuple[Array, Array]:
+        if per_token:
+            sq = _vmap_sq_norms(masked_token_probs, p, (tok, m), chunk_size)
+            epi = jnp.sum(sq, axis=1) / jnp.sum(m, axis=1)
+        else:
+            epi = _vmap_sq_norms(mean_prob, p, (tok, m), chunk_size)[:, 0]
+        return epi, jax.vmap(lambda t, mm: token_probs(p, t, mm))(tok, m)
+
+    epi, pt = run(params, tokens, mask)
+    count = jnp.sum(mask, axis=1)
+    return SequenceUncertainty(
+        epistemic=epi,
+        aleatoric=jnp.sum(pt * (1 - pt), axis=1) / count,
+        probs=jnp.sum(pt, axis=1) / count,
+        token_probs=pt,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# per-example squared gradient norms
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    apply_fn: ApplyFn, lik: likelihoods.Likelihood, method: str, chunk: int
+) -> Callable[[Params, Array], tuple[Array, Array]]:
+    """A jitted ``(params, x) -> (sq_norms [N, K], predictions [N, K])``, cached per model."""
+
+    def predict(p: Params, x: Array) -> Array:
+        return lik.predict(apply_fn(p, x))
+
+    if method == "dense":
+
+        def run(p: Params, x: Array) -> tuple[Array, Array]:
+            return _chunked(lambda xc: _dense_chunk(apply_fn, lik, p, xc), x, chunk)
+
+    else:
+
+        def run(p: Params, x: Array) -> tuple[Array, Array]:
+            sq = _vmap_sq_norms(lambda q, xi: predict(q, xi[None])[0], p, x, chunk)
+            return sq, _chunked(lambda xc: predict(p, xc), x, chunk)
+
+    return jax.jit(run)
+
+
+def _vmap_sq_norms(f: Callable, params: Params, examples, chunk: int) -> Array:
+    """``[N, K]`` squared norms of grad_theta f(theta, example)_k, with f returning ``[K]``."""
+
+    def one(ex) -> Array:
+        jac = jax.jacrev(f)(params, ex)  # leaves [K, *leaf.shape]
+        return sum(jnp.sum(j.reshape(j.shape[0], -1) ** 2, axis=1) for j in jax.tree.leaves(jac))
+
+    return _chunked(jax.vmap(one), examples, chunk)
+
+
+def _chunked(fn: Callable, xs, chunk: int):
+    """Apply a batched ``fn`` over the leading axis ``chunk`` rows at a time (``lax.map``).
+
+    The tail is padded by repeating the last row, so padding never feeds the model new values.
+    """
+    n = jax.tree.leaves(xs)[0].shape[0]
+    chunk = max(1, min(chunk, n))
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+
+    def split(a: Array) -> Array:
+        a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+        return a.reshape(n_chunks, chunk, *a.shape[1:])
+
+    out = jax.lax.map(fn, jax.tree.map(split, xs))
+    return jax.tree.map(lambda a: a.reshape(n_chunks * chunk, *a.shape[2:])[:n], out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the dense-layer identity
+
+
+def _tapped_apply(apply_fn: ApplyFn, params: Params, x: Array, taps: list[Array] | None):
+    """Run ``apply_fn`` adding ``taps[k]`` to the k-th ``nn.Dense`` output.
+
+    Returns ``(outputs, layer_inputs, layers)``: the gradient w.r.t. a zero tap is the gradient
+    w.r.t. that layer's pre-activation.
+    """
+    inputs: list[Array] = []
+    layers: list[nn.Dense] = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if not (isinstance(context.module, nn.Dense) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        z = next_fun(*args, **kwargs)
+        k = len(inputs)
+        inputs.append(args[0])
+        layers.append(context.module)
+        return z if taps is None else z + taps[k]
+
+    with nn.intercept_methods(interceptor):
+        out = apply_fn(params, x)
+    return out, inputs, layers
+
+
+def _dense_obstacle(apply_fn: ApplyFn, params: Params, x: Array) -> str | None:
+    """Why the dense identity cannot serve this model, or None when it can."""
+    found: dict = {}
+
+    def trace(p: Params, xx: Array) -> Array:
+        out, inputs, layers = _tapped_apply(apply_fn, p, xx, None)
+        found["inputs"] = [(a.shape, a.ndim) for a in inputs]
+        found["layers"] = layers
+        return out
+
+    jax.eval_shape(trace, params, x)
+    layers, inputs = found["layers"], found["inputs"]
+    if not layers:
+        return "it calls no flax.linen.Dense layer"
+    n = x.shape[0]
+    covered = 0
+    for layer, (shape, ndim) in zip(layers, inputs, strict=True):
+        if ndim != 2 or shape[0] != n:
+            return (
+                f"Dense layer {'/'.join(layer.path) or layer.name} sees input of shape {shape}; "
+                f"the identity needs [N={n}, features] (one application per example)"
+            )
+        covered += shape[1] * layer.features + (layer.features if layer.use_bias else 0)
+    total = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+    if covered != total:
+        return (
+            f"its Dense layers account for {covered} of {total} parameters (parameters outside "
+            "Dense layers, or a Dense layer applied more than once)"
+        )
+    return None
+
+
+def _dense_chunk(
+    apply_fn: ApplyFn, lik: likelihoods.Likelihood, params: Params, x: Array
+) -> tuple[Array, Array]:
+    """Squared gradient norms ``[n, K]`` and predictions ``[n, K]`` for one chunk."""
+    _, _, layers = _tapped_apply(apply_fn, params, x, None)  # traced only for the layer widths
+    taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
+
+    def predict(t: list[Array]) -> tuple[Array, list[Array]]:
+        out, inputs, _ = _tapped_apply(apply_fn, params, x, t)
+        return lik.predict(out), inputs
+
+    pred, vjp_fn, inputs = jax.vjp(predict, taps, has_aux=True)
+    k = pred.shape[1]
+    # one cotangent per output k: d sum_n pred[n, k] / d taps gives every example's delta at once,
+    # because example n's prediction depends only on example n's pre-activations
+    cotangents = jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, *pred.shape))
+    (deltas,) = jax.vmap(vjp_fn)(cotangents)  # list of [K, n, features]
+    sq = 0.0
+    for a, d, layer in zip(inputs, deltas, layers, strict=True):
+        a_sq = jnp.sum(a.astype(pred.dtype) ** 2, axis=-1) + (1.0 if layer.use_bias else 0.0)
+        sq = sq + a_sq[None, :] * jnp.sum(d**2, axis=-1)
+    return sq.T, pred
+
+
+# ---------------------------------------------------------------------------------------------
+# input checks
+
+
+def _check_batch(apply_fn: ApplyFn, params: Params, x, lik: likelihoods.Likelihood) -> Array:
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(
+            f"x must have a leading batch axis, [N, features...]; got shape {tuple(x.shape)}. "
+            "For a single input pass x[None]."
+        )
+    if x.shape[0] == 0:
+        raise ValueError("empty batch: x has no rows")
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(x)).reshape(x.shape[0], -1).all(axis=1))
+        raise ValueError(f"x contains NaN or inf in rows {bad[:10].tolist()}")
+    _check_finite_params(params)
+    try:
+        out = jax.eval_shape(apply_fn, params, x)
+    except Exception as err:
+        raise ValueError(
+            f"apply_fn(params, x) failed for x of shape {tuple(x.shape)}: does the feature count "
+            f"match the model? ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from err
+    if out.shape[:1] != x.shape[:1]:
+        raise ValueError(f"apply_fn returned shape {tuple(out.shape)} for {x.shape[0]} inputs")
+    lik.outputs(jnp.zeros(out.shape, out.dtype))  # raises on a shape the likelihood cannot read
+    return x
+
+
+def _check_finite_params(params: Params) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(f"params{jax.tree_util.keystr(path)} contains NaN or inf")

@@ -1,0 +1,86 @@
+"""Config loading: profiles, overrides, and errors that name the key and the file."""
+
+import dataclasses
+
+import pytest
+
+from gnuq import config
+from gnuq.train import MapConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    num_samples: int
+    chains: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    problems: tuple[str, ...]
+    widths: tuple[int, ...]
+    sampler: Sampler
+    map: MapConfig = dataclasses.field(default_factory=MapConfig)
+    seeds: int = 3
+    note: str | None = None
+
+
+TOML = """
+problems = ["xor", "rings"]
+widths = [32, 32]
+[sampler]
+num_samples = 1000
+[map]
+prior_precision = 2
+
+[profiles.smoke]
+sampler.num_samples = 10
+seeds = 1
+[profiles.quick]
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "exp.toml"
+    p.write_text(TOML)
+    return p
+
+
+def test_profiles_and_overrides(path):
+    quick = config.load(path, Experiment, "quick")
+    assert quick.sampler == Sampler(1000, 4) and quick.seeds == 3 and quick.widths == (32, 32)
+    assert quick.map.prior_precision == 2.0 and isinstance(quick.map.prior_precision, float)
+    smoke = config.load(path, Experiment, "smoke", ["map.grad_tol=1e-6", "note=hello world"])
+    assert smoke.sampler.num_samples == 10 and smoke.seeds == 1
+    assert smoke.map.grad_tol == 1e-6 and smoke.note == "hello world"
+    cfg, profile, _ = config.cli(Experiment, path, ["--profile", "smoke", "--set", "widths=[8]"])
+    assert profile == "smoke" and cfg.widths == (8,)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["sampler.num_sample=5"], "unknown config key.*sampler.num_sample"),
+        (["seeds=2.5"], "seeds.*must be an integer"),
+        (["map.prior_precision=yes"], "map.prior_precision.*must be a number"),
+        (["widths=[8, 'a']"], r"widths\[1\].*integer"),
+        (["sampler=3"], "table"),
+        (["nonsense"], "section.key=value"),
+    ],
+)
+def test_mistakes_name_the_key_and_file(path, overrides, message):
+    with pytest.raises(config.ConfigError, match=message) as err:
+        config.load(path, Experiment, "quick", overrides)
+    if "=" in overrides[0]:
+        assert str(path) in str(err.value)
+
+
+def test_unknown_profile_and_missing_keys(path, tmp_path):
+    with pytest.raises(config.ConfigError, match="no profile 'huge'"):
+        config.load(path, Experiment, "huge")
+    other = tmp_path / "partial.toml"
+    other.write_text("problems = []\nwidths = []\n[profiles.quick]\n")
+    with pytest.raises(config.ConfigError, match="sampler is required"):
+        config.load(other, Experiment, "quick")
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml", Experiment, "quick")

@@ -1,0 +1,42 @@
+"""Negative log-likelihoods against their textbook closed forms."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from gnuq import likelihoods
+
+
+def test_bernoulli_nll_is_binary_cross_entropy():
+    z = jnp.array([-3.0, 0.0, 2.5, 40.0])
+    y = jnp.array([1, 0, 1, 0])
+    p = 1 / (1 + np.exp(-np.asarray(z[:3], np.float64)))
+    expected = -np.log(np.where(y[:3] == 1, p, 1 - p))
+    got = likelihoods.get("bernoulli").nll(z[:, None], y)
+    np.testing.assert_allclose(got[:3], expected, rtol=1e-5)
+    np.testing.assert_allclose(got[3], 40.0, rtol=1e-6)  # stable where 1 - p underflows
+
+
+def test_categorical_nll_is_negative_log_softmax():
+    z = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    y = jnp.array([2, 0])
+    got = likelihoods.get("categorical").nll(z, y)
+    np.testing.assert_allclose(got, [-np.log(np.exp(3) / np.exp([1, 2, 3]).sum()), np.log(3)])
+
+
+def test_gaussian_nll_is_normal_logpdf():
+    f, y = jnp.array([0.0, 1.0, -2.0]), jnp.array([0.5, 1.0, 0.0])
+    got = likelihoods.get("gaussian", 0.3).nll(f, y)
+    np.testing.assert_allclose(got, -stats.norm.logpdf(y, f, np.sqrt(0.3)), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs noise_var"):
+        likelihoods.get("gaussian").nll(f, y)
+    with pytest.raises(ValueError, match="positive"):
+        likelihoods.get("gaussian", -1.0)
+
+
+def test_output_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"\[N\] or \[N, 1\]"):
+        likelihoods.get("bernoulli").predict(jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"C >= 2"):
+        likelihoods.get("categorical").predict(jnp.zeros((3,)))
