@@ -1,0 +1,38 @@
+# The README's two commands: `make reproduce` (the paper's experiments) and `make test`.
+# Each creates .venv and installs gnuq when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+PROFILE ?= quick
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test reproduce smoke bench clean distclean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
+	exit $$rc
+
+reproduce: $(STAMP)
+	$(PY) -m experiments.reproduce --profile $(PROFILE)
+
+smoke: $(STAMP)
+	$(PY) -m experiments.reproduce --profile smoke
+
+bench: $(STAMP)
+	$(PY) benchmarks/gradient_norms.py
+
+clean:  # cached intermediate results and tool caches; figures/ is committed and kept
+	rm -rf results .pytest_cache .ruff_cache build gnuq.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

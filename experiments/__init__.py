@@ -1,0 +1,1 @@
+"""One script per paper experiment; ``python -m experiments.reproduce`` runs them all."""
