@@ -1,0 +1,81 @@
+"""Atomic, content-keyed caching of arrays in ``.npz`` files under ``results/``.
+
+A cache entry's name is a hash of everything that determines it (``fingerprint``), so a changed
+config, dataset or seed never reads a stale file. Files are written to a temporary name and
+renamed into place, so an interrupted run leaves either the old state or the complete new file;
+a file that fails to load is reported and recomputed.
+"""
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable sha256 of nested dicts, sequences, dataclasses, arrays and scalars."""
+    digest = hashlib.sha256()
+    _feed(digest, parts)
+    return digest.hexdigest()[:20]
+
+
+def _feed(digest, obj: Any) -> None:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        digest.update(type(obj).__name__.encode())
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        digest.update(b"{")
+        for key in sorted(obj, key=str):
+            digest.update(str(key).encode() + b":")
+            _feed(digest, obj[key])
+        digest.update(b"}")
+    elif isinstance(obj, list | tuple):
+        digest.update(b"[")
+        for item in obj:
+            _feed(digest, item)
+        digest.update(b"]")
+    elif isinstance(obj, np.ndarray | jax.Array):
+        arr = np.ascontiguousarray(np.asarray(obj))
+        digest.update(f"{arr.dtype}{arr.shape}".encode() + arr.tobytes())
+    else:
+        digest.update(repr(obj).encode())
+
+
+def load_or_compute(
+    path: str | pathlib.Path, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Return the arrays stored at ``path``, or ``compute()`` them and store them atomically."""
+    path = pathlib.Path(path)
+    if path.exists():
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as err:  # a truncated or foreign file: say so, then recompute
+            warnings.warn(f"cache file {path} is unreadable ({err}); recomputing", stacklevel=2)
+    arrays = {k: np.asarray(v) for k, v in compute().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+def tree_to_arrays(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Flatten a pytree into ``{prefix + keypath: array}`` for ``np.savez``."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+def arrays_to_tree(arrays: dict[str, np.ndarray], template: Any, prefix: str = "") -> Any:
+    """Inverse of ``tree_to_arrays`` given a pytree with the same structure."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    return jax.tree_util.tree_unflatten(
+        treedef, [arrays[prefix + jax.tree_util.keystr(p)] for p, _ in leaves]
+    )
