@@ -23,12 +23,13 @@ import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gnuq import likelihoods
+from gnuq.chunking import chunked_map
+from gnuq.dense import dense_obstacle, tapped_apply
 from gnuq.types import ApplyFn, Array, Params
 
 METHODS = ("auto", "dense", "vmap")
@@ -120,7 +121,7 @@ def resolve_method(apply_fn: ApplyFn, params: Params, x: Array, method: str) -> 
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if method == "vmap":
         return method
-    reason = _dense_obstacle(apply_fn, params, x)
+    reason = dense_obstacle(apply_fn, params, x)
     if reason is None:
         return "dense"
     if method == "dense":
@@ -132,7 +133,7 @@ def resolve_method(apply_fn: ApplyFn, params: Params, x: Array, method: str) -> 
 
 def dense_applies(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
     """Whether the outer-product identity covers every parameter of ``apply_fn`` on ``x``."""
-    return _dense_obstacle(apply_fn, params, jnp.asarray(x)) is None
+    return dense_obstacle(apply_fn, params, jnp.asarray(x)) is None
 
 
 def sequence_uncertainty(
@@ -224,13 +225,13 @@ def _compiled(
     if method == "dense":
 
         def run(p: Params, x: Array) -> tuple[Array, Array]:
-            return _chunked(lambda xc: _dense_chunk(apply_fn, lik, p, xc), x, chunk)
+            return chunked_map(lambda xc: _dense_chunk(apply_fn, lik, p, xc), x, chunk)
 
     else:
 
         def run(p: Params, x: Array) -> tuple[Array, Array]:
             sq = _vmap_sq_norms(lambda q, xi: predict(q, xi[None])[0], p, x, chunk)
-            return sq, _chunked(lambda xc: predict(p, xc), x, chunk)
+            return sq, chunked_map(lambda xc: predict(p, xc), x, chunk)
 
     return jax.jit(run)
 
@@ -242,95 +243,22 @@ def _vmap_sq_norms(f: Callable, params: Params, examples, chunk: int) -> Array:
         jac = jax.jacrev(f)(params, ex)  # leaves [K, *leaf.shape]
         return sum(jnp.sum(j.reshape(j.shape[0], -1) ** 2, axis=1) for j in jax.tree.leaves(jac))
 
-    return _chunked(jax.vmap(one), examples, chunk)
-
-
-def _chunked(fn: Callable, xs, chunk: int):
-    """Apply a batched ``fn`` over the leading axis ``chunk`` rows at a time (``lax.map``).
-
-    The tail is padded by repeating the last row, so padding never feeds the model new values.
-    """
-    n = jax.tree.leaves(xs)[0].shape[0]
-    chunk = max(1, min(chunk, n))
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-
-    def split(a: Array) -> Array:
-        a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
-        return a.reshape(n_chunks, chunk, *a.shape[1:])
-
-    out = jax.lax.map(fn, jax.tree.map(split, xs))
-    return jax.tree.map(lambda a: a.reshape(n_chunks * chunk, *a.shape[2:])[:n], out)
+    return chunked_map(jax.vmap(one), examples, chunk)
 
 
 # ---------------------------------------------------------------------------------------------
 # the dense-layer identity
 
 
-def _tapped_apply(apply_fn: ApplyFn, params: Params, x: Array, taps: list[Array] | None):
-    """Run ``apply_fn`` adding ``taps[k]`` to the k-th ``nn.Dense`` output.
-
-    Returns ``(outputs, layer_inputs, layers)``: the gradient w.r.t. a zero tap is the gradient
-    w.r.t. that layer's pre-activation.
-    """
-    inputs: list[Array] = []
-    layers: list[nn.Dense] = []
-
-    def interceptor(next_fun, args, kwargs, context):
-        if not (isinstance(context.module, nn.Dense) and context.method_name == "__call__"):
-            return next_fun(*args, **kwargs)
-        z = next_fun(*args, **kwargs)
-        k = len(inputs)
-        inputs.append(args[0])
-        layers.append(context.module)
-        return z if taps is None else z + taps[k]
-
-    with nn.intercept_methods(interceptor):
-        out = apply_fn(params, x)
-    return out, inputs, layers
-
-
-def _dense_obstacle(apply_fn: ApplyFn, params: Params, x: Array) -> str | None:
-    """Why the dense identity cannot serve this model, or None when it can."""
-    found: dict = {}
-
-    def trace(p: Params, xx: Array) -> Array:
-        out, inputs, layers = _tapped_apply(apply_fn, p, xx, None)
-        found["inputs"] = [(a.shape, a.ndim) for a in inputs]
-        found["layers"] = layers
-        return out
-
-    jax.eval_shape(trace, params, x)
-    layers, inputs = found["layers"], found["inputs"]
-    if not layers:
-        return "it calls no flax.linen.Dense layer"
-    n = x.shape[0]
-    covered = 0
-    for layer, (shape, ndim) in zip(layers, inputs, strict=True):
-        if ndim != 2 or shape[0] != n:
-            return (
-                f"Dense layer {'/'.join(layer.path) or layer.name} sees input of shape {shape}; "
-                f"the identity needs [N={n}, features] (one application per example)"
-            )
-        covered += shape[1] * layer.features + (layer.features if layer.use_bias else 0)
-    total = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-    if covered != total:
-        return (
-            f"its Dense layers account for {covered} of {total} parameters (parameters outside "
-            "Dense layers, or a Dense layer applied more than once)"
-        )
-    return None
-
-
 def _dense_chunk(
     apply_fn: ApplyFn, lik: likelihoods.Likelihood, params: Params, x: Array
 ) -> tuple[Array, Array]:
     """Squared gradient norms ``[n, K]`` and predictions ``[n, K]`` for one chunk."""
-    _, _, layers = _tapped_apply(apply_fn, params, x, None)  # traced only for the layer widths
+    _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced only for the layer widths
     taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
 
     def predict(t: list[Array]) -> tuple[Array, list[Array]]:
-        out, inputs, _ = _tapped_apply(apply_fn, params, x, t)
+        out, inputs, _ = tapped_apply(apply_fn, params, x, t)
         return lik.predict(out), inputs
 
     pred, vjp_fn, inputs = jax.vjp(predict, taps, has_aux=True)

@@ -92,8 +92,9 @@ class Chains(NamedTuple):
     positions: Params
     divergent: Array  # [chains, samples] bool
     acceptance_rate: Array  # [chains, samples]
-    num_steps: Array  # [chains, samples] leapfrog steps per transition
+    num_steps: Array  # [chains, samples] leapfrog steps (gradient evaluations) per transition
     step_size: Array  # [chains] adapted step size
+    warmup_steps: Array  # [chains] leapfrog steps spent in warm-up
 
 
 class Diagnostics(NamedTuple):
@@ -238,10 +239,11 @@ def _chain_program(logdensity_fn, config: McmcConfig):
             algorithm,
             logdensity_fn,
             target_acceptance_rate=config.target_acceptance_rate,
-            adaptation_info_fn=get_filter_adapt_info_fn(),  # keep no per-step warm-up history
+            # keep only the leapfrog counts of the warm-up, not its per-step states
+            adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps"}),
             **extra,
         )
-        (state, tuned), _ = warmup.run(k_warm, position, num_steps=config.num_warmup)
+        (state, tuned), warm = warmup.run(k_warm, position, num_steps=config.num_warmup)
         kernel = algorithm(logdensity_fn, **tuned).step  # tuned includes extra
 
         def step(state, xs):
@@ -257,7 +259,8 @@ def _chain_program(logdensity_fn, config: McmcConfig):
 
         steps = (jnp.arange(config.num_samples), jax.random.split(k_sample, config.num_samples))
         _, (pos, div, acc, n_steps) = jax.lax.scan(step, state, steps)
-        return Chains(pos, div, acc, n_steps, tuned["step_size"])
+        warm_steps = jnp.sum(warm.info.num_integration_steps)
+        return Chains(pos, div, acc, n_steps, tuned["step_size"], warm_steps)
 
     return one_chain
 
@@ -425,6 +428,7 @@ def reference(
             acceptance_rate=chains.acceptance_rate,
             num_steps=chains.num_steps,
             step_size=chains.step_size,
+            warmup_steps=chains.warmup_steps,
         )
         return arrays
 
@@ -451,6 +455,7 @@ def reference(
         acceptance_rate=arrays["acceptance_rate"],
         num_steps=arrays["num_steps"],
         step_size=arrays["step_size"],
+        warmup_steps=arrays["warmup_steps"],
     )
     mean, var, ale = predictive_moments(predict, chains.positions, x_eval, config.sample_chunk)
     subset = _diagnostic_subset(x_eval, config.diagnostic_inputs)

@@ -1,0 +1,266 @@
+"""The Laplace approximation (LA) and proxy-Hessian baselines.
+
+Posterior N(theta*, Sigma) with precision Sigma^-1 = C + lambda I, C a curvature from
+``gnuq.curvature`` and lambda the prior precision that MAP training and MCMC use. Predictions:
+
+    linearised epistemic   g^T Sigma g,  g = grad_theta p_k(x | theta*)   (the paper's LA)
+    sampled moments        over theta_s ~ N(theta*, Sigma) pushed through the network:
+                           Var_s[p_k(x | theta_s)] (non-linearised epistemic) and
+                           E_s[p_k (1 - p_k)] (the "Laplace aleatoric" of the paper's Table 6)
+
+Proxy Hessians (paper Sec. 3.1): the empirical Fisher of part of the data (``mask``) as C, so
+U_A = g^T (F_A + lambda I)^-1 g, while the gradient norm is U_I = ||g||^2.
+
+An indefinite exact Hessian (common at an Adam or even an L-BFGS MAP of an MLP) gives a precision
+that is not positive definite: ``posterior`` then FALLS BACK to the GGN of the same data with a
+``RuntimeWarning`` naming the smallest eigenvalue (it never returns NaN), unless
+``on_indefinite="raise"``.
+"""
+
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from gnuq import likelihoods
+from gnuq.chunking import chunked_map
+from gnuq.curvature import (
+    Curvature,
+    curvature,
+    get_path,
+    restrict,
+    set_path,
+    stack_dense,
+    unstack_dense,
+)
+from gnuq.mcmc import predictive_moments
+from gnuq.types import ApplyFn, Array, Params, PRNGKey
+
+
+class Posterior(NamedTuple):
+    """A Gaussian N(theta*, Sigma) over all parameters or over one sub-tree (``path``).
+
+    ``inv_quad(v [..., P]) -> [...]`` is v^T Sigma v and ``sample(key, n) -> [n, P]`` draws
+    theta - theta*, both in the flat (``ravel_pytree``) coordinates of that (sub-)tree.
+    """
+
+    structure: str
+    kind: str  # the curvature actually used (after any fallback)
+    prior_precision: float
+    path: tuple[str, ...] | None  # None: all parameters
+    inv_quad: Callable[[Array], Array]
+    sample: Callable[[PRNGKey, int], Array]
+
+
+def posterior(
+    curv: Curvature,
+    params: Params,
+    prior_precision: float,
+    *,
+    fallback: Callable[[], Curvature] | None = None,
+    on_indefinite: str = "fallback",
+) -> Posterior:
+    """Build N(theta*, (C + lambda I)^-1) from a curvature.
+
+    ``fallback()`` returns the GGN to use when an exact Hessian makes the precision indefinite
+    (``laplace_posterior`` passes it); without one, or with ``on_indefinite="raise"``, that raises.
+    """
+    if not prior_precision > 0:
+        raise ValueError(f"prior_precision must be positive, got {prior_precision}")
+    lam = prior_precision
+    if curv.structure in ("full", "last_layer"):
+        precision = curv.matrix + lam * jnp.eye(curv.matrix.shape[0], dtype=curv.matrix.dtype)
+        chol = jnp.linalg.cholesky(precision)
+        if not bool(jnp.all(jnp.isfinite(chol))):
+            smallest = float(jnp.linalg.eigvalsh(precision)[0])
+            message = (
+                f"the {curv.kind} precision (curvature + prior) is not positive definite: "
+                f"smallest eigenvalue {smallest:.3g}"
+            )
+            if on_indefinite == "raise" or fallback is None:
+                raise np.linalg.LinAlgError(message + "; use kind='ggn'")
+            warnings.warn(message + "; using the GGN instead", RuntimeWarning, stacklevel=2)
+            return posterior(fallback(), params, prior_precision, on_indefinite="raise")
+
+        def inv_quad(v):
+            w = jsl.solve_triangular(chol, v.T if v.ndim > 1 else v, lower=True)
+            return jnp.sum(w**2, axis=0)
+
+        def sample(key, n):
+            z = jax.random.normal(key, (chol.shape[0], n), chol.dtype)
+            return jsl.solve_triangular(chol.T, z, lower=False).T  # L^-T z ~ N(0, Sigma)
+
+        return Posterior(curv.structure, curv.kind, lam, curv.path, inv_quad, sample)
+
+    if curv.structure == "diag":
+        d = curv.diagonal + lam
+        return Posterior(
+            "diag",
+            curv.kind,
+            lam,
+            None,
+            lambda v: jnp.sum(v**2 / d, axis=-1),
+            lambda key, n: jax.random.normal(key, (n, d.size), d.dtype) / jnp.sqrt(d),
+        )
+
+    # kfac: per layer (A (x) B + lambda I)^-1 in the eigenbases of A and B
+    _, unravel = ravel_pytree(params)
+    eig = [(jnp.linalg.eigh(f.A), jnp.linalg.eigh(f.B)) for f in curv.factors]
+
+    def layer_quad(v):
+        tree = unravel(v)
+        total = 0.0
+        for f, ((ea, qa), (eb, qb)) in zip(curv.factors, eig, strict=True):
+            m = qa.T @ stack_dense(get_path(tree, f.path), f.use_bias) @ qb
+            total = total + jnp.sum(m**2 / (jnp.outer(ea, eb) + lam))
+        return total
+
+    def layer_sample(key):
+        tree = jax.tree.map(jnp.zeros_like, params)
+        for k, (f, ((ea, qa), (eb, qb))) in zip(
+            jax.random.split(key, len(curv.factors)),
+            zip(curv.factors, eig, strict=True),
+            strict=True,
+        ):
+            z = jax.random.normal(k, (ea.size, eb.size), ea.dtype)
+            m = qa @ (z / jnp.sqrt(jnp.clip(jnp.outer(ea, eb), 0.0) + lam)) @ qb.T
+            tree = set_path(tree, f.path, unstack_dense(m, f.use_bias))
+        return ravel_pytree(tree)[0]
+
+    def inv_quad(v):
+        return jax.vmap(layer_quad)(v.reshape(-1, v.shape[-1])).reshape(v.shape[:-1])
+
+    def sample(key, n):
+        return jax.vmap(layer_sample)(jax.random.split(key, n))
+
+    return Posterior("kfac", curv.kind, lam, None, inv_quad, sample)
+
+
+def laplace_posterior(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    y: Array,
+    likelihood: likelihoods.Likelihood,
+    prior_precision: float,
+    *,
+    kind: str = "ggn",
+    structure: str = "full",
+    mask: Array | None = None,
+    on_indefinite: str = "fallback",
+    **curvature_options,
+) -> Posterior:
+    """Curvature at ``params`` plus the prior, in one call; see ``posterior`` for fallbacks."""
+
+    def build(k: str) -> Curvature:
+        return curvature(
+            apply_fn,
+            params,
+            x,
+            y,
+            likelihood,
+            kind=k,
+            structure=structure,
+            mask=mask,
+            **curvature_options,
+        )
+
+    return posterior(
+        build(kind),
+        params,
+        prior_precision,
+        fallback=(lambda: build("ggn")) if kind == "hessian" else None,
+        on_indefinite=on_indefinite,
+    )
+
+
+def proxy_posterior(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    y: Array,
+    likelihood: likelihoods.Likelihood,
+    prior_precision: float,
+    mask: Array,
+    structure: str = "full",
+) -> Posterior:
+    """N(theta*, (F_mask + lambda I)^-1), F_mask the empirical Fisher of the masked examples."""
+    return laplace_posterior(
+        apply_fn,
+        params,
+        x,
+        y,
+        likelihood,
+        prior_precision,
+        kind="ef",
+        structure=structure,
+        mask=mask,
+    )
+
+
+def linearised_epistemic(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    likelihood: likelihoods.Likelihood,
+    post: Posterior,
+    chunk_size: int = 32,
+) -> Array:
+    """``[N, K]`` g^T Sigma g with g = grad_theta predict_k(x_n), the estimator's gradients."""
+    if post.path is None:
+        fn, sub = apply_fn, params
+    else:
+        fn, sub = restrict(apply_fn, params, post.path)
+    flat, unravel = ravel_pytree(sub)
+
+    def predict(theta, xi):
+        return likelihood.predict(fn(unravel(theta), xi[None]))[0]  # [K]
+
+    @jax.jit
+    def run(x):
+        return chunked_map(
+            jax.vmap(lambda xi: post.inv_quad(jax.jacrev(predict)(flat, xi))), x, chunk_size
+        )
+
+    return run(x)
+
+
+def sampled_moments(
+    key: PRNGKey,
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    likelihood: likelihoods.Likelihood,
+    post: Posterior,
+    num_samples: int = 1000,
+    sample_chunk: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance and mean p(1 - p) of the predictions under theta ~ N(theta*, Sigma)."""
+    sub = params if post.path is None else get_path(params, post.path)
+    flat, unravel = ravel_pytree(sub)
+    draws = flat + post.sample(key, num_samples)  # [S, P]
+
+    def predict(theta, xx):
+        full = unravel(theta) if post.path is None else set_path(params, post.path, unravel(theta))
+        return likelihood.predict(apply_fn(full, xx))
+
+    return predictive_moments(predict, draws[None], x, sample_chunk)
+
+
+class Spectrum(NamedTuple):
+    eigenvalues: np.ndarray  # ascending
+    min: float
+    max: float
+    ratio: float  # max / min; inf when min <= 0
+
+
+def spectrum(matrix: Array) -> Spectrum:
+    """Eigenvalues of a symmetric curvature matrix (Table 9's range and max/min ratio)."""
+    eigs = np.linalg.eigvalsh(np.asarray(matrix, np.float64))
+    lo, hi = float(eigs[0]), float(eigs[-1])
+    return Spectrum(eigs, lo, hi, hi / lo if lo > 0 else float("inf"))
