@@ -30,6 +30,7 @@ smoke: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/gradient_norms.py
 	$(PY) benchmarks/mcmc.py
+	$(PY) benchmarks/laplace.py
 
 clean:  # cached intermediate results and tool caches; figures/ is committed and kept
 	rm -rf results .pytest_cache .ruff_cache build gnuq.egg-info

@@ -184,6 +184,7 @@ def sample(key: PRNGKey, logdensity_fn, positions: Params, config: McmcConfig) -
         desc=f"{config.algorithm} {config.num_chains} chains ({method})",
         disable=not config.progress,
         leave=False,
+        mininterval=2.0,
     )
     outputs = []
     for g, group in enumerate(groups):
@@ -195,8 +196,7 @@ def sample(key: PRNGKey, logdensity_fn, positions: Params, config: McmcConfig) -
         else:
             out = run(keys[idx], jax.tree.map(lambda a, i=idx: a[i], positions))
         jax.block_until_ready(out)
-        bar.n = (g + 1) * total
-        bar.refresh()
+        bar.update((g + 1) * total - bar.n)
         outputs.append(out)
     bar.close()
     return jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *outputs)
@@ -220,9 +220,8 @@ _PROGRESS: dict = {}
 
 def _report(step) -> None:
     bar = _PROGRESS.get("bar")
-    if bar is not None:
-        bar.n = max(bar.n, _PROGRESS["base"] + int(np.max(step)))
-        bar.refresh()
+    if bar is not None:  # update() honours tqdm's mininterval, so logs stay short
+        bar.update(max(0, _PROGRESS["base"] + int(np.max(step)) - bar.n))
 
 
 def _chain_program(logdensity_fn, config: McmcConfig):
@@ -356,9 +355,12 @@ def diagnose(chains: Chains, predictions: np.ndarray | None, config: McmcConfig)
     failures = []
     worst = "predictions" if np.nanmax(rhat_q) > np.nanmax(rhat_p) else "parameters"
     if rhat_max > config.max_rhat:
+        advice = "run more warm-up and samples"
+        if config.init != "map":
+            advice += ", or start the chains from the MAP (mcmc.init='map')"
         failures.append(
             f"R-hat {rhat_max:.3f} > {config.max_rhat} (worst on the {worst}): chains disagree; "
-            "run more warm-up and samples, or start the chains from the MAP (mcmc.init='map')"
+            + advice
         )
     if ess_min < config.min_ess:
         failures.append(

@@ -18,6 +18,8 @@ def test_readme_examples_run(capsys, monkeypatch):
     for block in blocks:
         namespace: dict = {}
         exec(compile(block, str(README), "exec"), namespace)
-    assert "(100, 3) (100, 3) (100, 3)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(100, 3) (100, 3) (100, 3)" in printed
+    assert "reference ok: True" in printed
     assert namespace["x"].shape == (500, 2) and namespace["grid"].shape == (10000, 2)
     assert isinstance(namespace["problem"].sample(jax.random.key(1), 3)[0], jax.Array)

@@ -1,0 +1,28 @@
+"""Agreement statistics between an estimate and its reference, and summaries across seeds."""
+
+import numpy as np
+from scipy import stats
+
+
+def correlations(estimate, reference) -> tuple[float, float]:
+    """Pearson r and Spearman rho between two arrays of the same shape (flattened).
+
+    Raises when either input holds a NaN/inf or is constant, where a correlation is undefined:
+    such a map is a bug upstream, never a number to report.
+    """
+    a = np.asarray(estimate, np.float64).ravel()
+    b = np.asarray(reference, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {np.shape(estimate)} vs {np.shape(reference)}")
+    for name, v in (("estimate", a), ("reference", b)):
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"the {name} contains NaN or inf")
+        if np.ptp(v) == 0:
+            raise ValueError(f"the {name} is constant: its correlation is undefined")
+    return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
+
+
+def spread(values) -> tuple[float, float, float]:
+    """Mean, min and max of a list of numbers (the "mean [min, max] across seeds" of tables)."""
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(v.min()), float(v.max())

@@ -1,0 +1,59 @@
+"""The paper's reported numbers (REPRODUCTION.md section 3): the ONLY place they live.
+
+Tables print them in a column labelled "paper", never in ours. Keys:
+``(experiment, problem, quantity, method, class) -> (pearson, spearman)``; ``class`` is an int
+or ``"overall"``. Problems use gnuq's registry names.
+"""
+
+PAPER: dict[tuple, tuple[float, float]] = {}
+
+
+def _add(experiment, problem, quantity, method, klass, r, rho):
+    PAPER[(experiment, problem, quantity, method, klass)] = (r, rho)
+
+
+# Table 5 (binary epistemic) and Table 6 (binary aleatoric)
+for problem, values in {
+    "linear": [(0.95, 0.99), (0.95, 0.99), (1.00, 1.00), (0.99, 1.00), (0.92, 0.97), (0.88, 0.95)],
+    "xor": [(0.65, 0.68), (0.68, 0.70), (0.94, 0.98), (0.76, 0.74), (0.08, 0.12), (0.10, 0.11)],
+    "rings": [(0.86, 0.44), (0.86, 0.46), (0.97, 1.00), (0.95, 0.58), (0.19, 0.11), (0.19, 0.10)],
+}.items():
+    methods = [
+        ("epistemic", "GN"),
+        ("epistemic", "LA"),
+        ("epistemic", "GN-vs-LA"),
+        ("aleatoric", "PE"),
+        ("aleatoric", "LA"),
+        ("aleatoric", "PE-vs-LA"),
+    ]
+    for (quantity, method), (r, rho) in zip(methods, values, strict=True):
+        _add("binary", problem, quantity, method, "overall", r, rho)
+
+# Table 8 (4-class, per class then overall): epistemic GN and aleatoric PE
+for problem, epistemic, aleatoric in [
+    (
+        "clusters",
+        [(0.88, 0.98), (0.86, 0.96), (0.85, 0.96), (0.87, 0.98), (0.86, 0.97)],
+        [(0.95, 1.00), (0.95, 0.99), (0.95, 0.99), (0.95, 0.99), (0.95, 0.99)],
+    ),
+    (
+        "spirals",
+        [(0.82, 0.92), (0.79, 0.91), (0.72, 0.88), (0.72, 0.93), (0.76, 0.91)],
+        [(0.96, 0.98), (0.95, 0.98), (0.97, 0.96), (0.96, 0.97), (0.96, 0.97)],
+    ),
+    (
+        "rings4",
+        [(0.92, 0.88), (0.90, 0.96), (0.88, 0.95), (0.89, 0.95), (0.88, 0.97)],
+        [(0.99, 0.89), (0.98, 0.97), (0.95, 0.97), (0.95, 0.97), (0.96, 0.98)],
+    ),
+]:
+    for klass, (e, a) in zip(
+        [0, 1, 2, 3, "overall"], zip(epistemic, aleatoric, strict=True), strict=True
+    ):
+        _add("multiclass", problem, "epistemic", "GN", klass, *e)
+        _add("multiclass", problem, "aleatoric", "PE", klass, *a)
+
+
+def paper_value(experiment, problem, quantity, method, klass) -> tuple[float, float] | None:
+    """The paper's (r, rho) for a table cell, or None where the paper reports none."""
+    return PAPER.get((experiment, problem, quantity, method, klass))

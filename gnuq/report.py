@@ -1,0 +1,227 @@
+"""Results files, tables and uncertainty maps: everything rendered from ``results.json``.
+
+- ``write_results``: the results contract of DESIGN.md, written atomically.
+- ``correlation_table``: Markdown and LaTeX, our "mean [min, max]" across seeds beside the
+  paper's value (from ``gnuq.paper_values``) in its own column.
+- ``maps_figure``: panels of [0, 1]-normalised maps over a 2D grid with the training data.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+from collections import defaultdict
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from gnuq import metrics
+from gnuq.paper_values import paper_value
+
+
+def git_commit() -> str:
+    """The checked-out commit, with ``-dirty`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True).returncode
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_json(path: pathlib.Path, data) -> None:
+    """Write JSON to ``path`` atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def write_results(
+    directory: pathlib.Path,
+    experiment: str,
+    profile: str,
+    config,
+    records: list[dict],
+    diagnostics: list[dict],
+) -> pathlib.Path:
+    """``results.json`` per the results contract; returns its path."""
+    path = pathlib.Path(directory) / "results.json"
+    write_json(
+        path,
+        {
+            "experiment": experiment,
+            "profile": profile,
+            "config": config,
+            "git_commit": git_commit(),
+            "records": records,
+            "diagnostics": diagnostics,
+        },
+    )
+    return path
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+Row = tuple[str, str, object]  # (problem, label shown, class)
+
+
+def correlation_table(
+    records: Sequence[dict],
+    *,
+    experiment: str,
+    quantity: str,
+    methods: Sequence[str],
+    rows: Sequence[Row],
+    caption: str,
+) -> tuple[str, str]:
+    """Markdown and LaTeX tables: per row and method, our Pearson r and Spearman rho as
+    "mean [min, max]" over seeds, each followed by the paper's value ("—" where it has none)."""
+    cells: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for rec in records:
+        if rec["quantity"] == quantity:
+            key = (rec["problem"], rec["method"], rec["class"])
+            cells[key].append((rec["pearson"], rec["spearman"]))
+    header = ["problem"]
+    for method in methods:
+        header += [f"{method} r", "paper", f"{method} ρ", "paper"]
+    body = []
+    for problem, label, klass in rows:
+        line = [label]
+        for method in methods:
+            ours = cells.get((problem, method, klass), [])
+            paper = paper_value(experiment, problem, quantity, method, klass)
+            for stat in (0, 1):
+                line.append(_spread_cell([v[stat] for v in ours]))
+                line.append("—" if paper is None else f"{paper[stat]:.2f}")
+        body.append(line)
+    return _markdown(header, body, caption), _latex(header, body, caption)
+
+
+def rows_table(header: Sequence[str], body: Sequence[Sequence], caption: str) -> tuple[str, str]:
+    """Any table of pre-formatted cells, Markdown and LaTeX."""
+    body = [[str(c) for c in row] for row in body]
+    return _markdown(header, body, caption), _latex(header, body, caption)
+
+
+def _spread_cell(values: Sequence[float]) -> str:
+    if not values:
+        return "—"
+    mean, lo, hi = metrics.spread(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _markdown(header, body, caption) -> str:
+    lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def _latex(header, body, caption) -> str:
+    def esc(text: str) -> str:
+        for a, b in [("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("ρ", r"$\rho$")]:
+            text = text.replace(a, b)
+        return text.replace("—", "--")
+
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{esc(caption)}}}",
+        r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(esc(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(directory: pathlib.Path, name: str, tables: tuple[str, str]) -> None:
+    md, tex = tables
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.md").write_text(md)
+    (directory / f"{name}.tex").write_text(tex)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def normalise(values) -> np.ndarray:
+    """Scale a map to [0, 1] (min-max), as the paper's maps are."""
+    v = np.asarray(values, np.float64)
+    span = np.ptp(v)
+    return np.zeros_like(v) if span == 0 else (v - v.min()) / span
+
+
+def maps_figure(
+    path_stem: pathlib.Path,
+    panels: Sequence[Sequence[tuple[str, np.ndarray]]],
+    resolution: int,
+    box: tuple[tuple[float, float], ...],
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    title: str,
+) -> None:
+    """A grid of panels (rows of ``(title, values [resolution**2])``), each normalised to
+    [0, 1] on one shared colour scale, the training points overlaid; PNG and PDF."""
+    n_rows, n_cols = len(panels), max(len(r) for r in panels)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.6 * n_cols, 2.5 * n_rows + 0.4), squeeze=False
+    )
+    extent = (box[0][0], box[0][1], box[1][0], box[1][1])
+    image = None
+    for i, row in enumerate(panels):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            name, values = row[j]
+            image = ax.imshow(
+                normalise(values).reshape(resolution, resolution),
+                origin="lower",
+                extent=extent,
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                aspect="auto",
+            )
+            ax.scatter(
+                train_x[:, 0],
+                train_x[:, 1],
+                c=train_y,
+                s=3,
+                cmap="coolwarm",
+                edgecolors="white",
+                linewidths=0.2,
+                alpha=0.6,
+            )
+            ax.set_xlim(extent[:2])
+            ax.set_ylim(extent[2:])
+            ax.set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="normalised uncertainty")
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path_stem.with_suffix(".png"), dpi=110)
+    fig.savefig(path_stem.with_suffix(".pdf"))
+    plt.close(fig)

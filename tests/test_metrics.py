@@ -1,0 +1,27 @@
+"""Correlation helpers against scipy's definitions and hand-made cases."""
+
+import numpy as np
+import pytest
+
+from gnuq import metrics
+
+
+def test_correlations_of_known_relations():
+    x = np.linspace(0, 1, 50)
+    assert metrics.correlations(x, 3 * x + 1) == pytest.approx((1.0, 1.0))
+    r, rho = metrics.correlations(x, np.exp(5 * x))
+    assert rho == pytest.approx(1.0) and 0.7 < r < 0.95  # monotone but not linear
+    assert metrics.correlations(x[:, None], -x[None, :].T) == pytest.approx((-1.0, -1.0))
+
+
+def test_undefined_correlations_raise():
+    with pytest.raises(ValueError, match="constant"):
+        metrics.correlations(np.ones(5), np.arange(5))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.correlations([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.correlations(np.arange(4), np.arange(5))
+
+
+def test_spread():
+    assert metrics.spread([0.5, 0.7, 0.6]) == pytest.approx((0.6, 0.5, 0.7))
