@@ -66,6 +66,11 @@ class McmcConfig:
     min_ess: float = 400.0
     max_divergences: int = 0
     diagnostic_inputs: int = 256  # evaluation inputs whose predictions are diagnosed
+    # which quantities the R-hat / ESS gate reads: "all" (parameters and predictions) or
+    # "predictive" (predictions only; parameters are still reported). MLP parameters are not
+    # identifiable (weakly determined hidden units drift along prior-only directions) while the
+    # predictions the experiments use are; function-space R-hat is the usual BNN check.
+    gate: str = "all"
     sample_chunk: int = 100  # samples per chunk of the streaming moments
     progress: bool = True
 
@@ -74,6 +79,7 @@ class McmcConfig:
             ("algorithm", ALGORITHMS),
             ("chain_method", CHAIN_METHODS),
             ("init", INITS),
+            ("gate", ("all", "predictive")),
         ]:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"mcmc.{name}={getattr(self, name)!r}; choose one of {allowed}")
@@ -98,7 +104,7 @@ class Chains(NamedTuple):
 
 
 class Diagnostics(NamedTuple):
-    rhat_max: float  # over parameters and diagnosed predictions
+    rhat_max: float  # over the gated quantities (``McmcConfig.gate``)
     ess_bulk_min: float
     divergences: int
     rhat_max_params: float
@@ -348,12 +354,15 @@ def diagnose(chains: Chains, predictions: np.ndarray | None, config: McmcConfig)
     else:
         rhat_q, ess_q = np.array([1.0]), np.array([np.inf])
     divergences = int(np.sum(np.asarray(chains.divergent)))
-    rhat_max = float(max(np.nanmax(rhat_p), np.nanmax(rhat_q)))
-    ess_min = float(min(np.nanmin(ess_p), np.nanmin(ess_q)))
-    if np.isnan(rhat_p).any() or np.isnan(rhat_q).any():
+    gated = {"parameters": (rhat_p, ess_p)}
+    if predictions is not None:
+        gated = {"predictions": (rhat_q, ess_q)} | ({} if config.gate == "predictive" else gated)
+    rhat_max = max(float(np.nanmax(r)) for r, _ in gated.values())
+    ess_min = min(float(np.nanmin(e)) for _, e in gated.values())
+    if any(np.isnan(r).any() for r, _ in gated.values()):
         rhat_max = math.inf  # a chain stuck at one value: never call that converged
     failures = []
-    worst = "predictions" if np.nanmax(rhat_q) > np.nanmax(rhat_p) else "parameters"
+    worst = max(gated, key=lambda k: float(np.nanmax(gated[k][0])))
     if rhat_max > config.max_rhat:
         advice = "run more warm-up and samples"
         if config.init != "map":
@@ -437,7 +446,15 @@ def reference(
     if cache_dir is None:
         arrays = run()
     else:
-        sampler_keys = ("progress", "diagnostic_inputs", "sample_chunk", "max_rhat", "min_ess")
+        sampler_keys = (  # settings that do not change the draws
+            "progress",
+            "diagnostic_inputs",
+            "sample_chunk",
+            "max_rhat",
+            "min_ess",
+            "max_divergences",
+            "gate",
+        )
         settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in sampler_keys}
         settings["chain_method"] = None  # every chain method draws the same chains
         name = cache.fingerprint(

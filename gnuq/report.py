@@ -184,7 +184,11 @@ def maps_figure(
     [0, 1] on one shared colour scale, the training points overlaid; PNG and PDF."""
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(2.6 * n_cols, 2.5 * n_rows + 0.4), squeeze=False
+        n_rows,
+        n_cols,
+        figsize=(2.3 * n_cols + 1.0, 2.3 * n_rows + 0.5),
+        squeeze=False,
+        layout="constrained",
     )
     extent = (box[0][0], box[0][1], box[1][0], box[1][1])
     image = None
@@ -204,7 +208,7 @@ def maps_figure(
                 cmap="viridis",
                 vmin=0,
                 vmax=1,
-                aspect="auto",
+                aspect="equal",
             )
             ax.scatter(
                 train_x[:, 0],

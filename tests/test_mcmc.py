@@ -1,5 +1,6 @@
 """The MCMC reference against closed-form posteriors, quadrature, and diagnostics that can fail."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -146,6 +147,11 @@ def test_diagnostics_flag_chains_stuck_in_different_modes():
     diag = mcmc.diagnose(chains, None, cfg)
     assert not diag.ok and diag.rhat_max_params > 1.5
     assert any("R-hat" in f for f in diag.failures)
+    # gating on the predictions instead: f(x) = w^2 x is the same in both modes
+    preds = np.asarray(chains.positions["w"])[..., None] ** 2 * np.array([0.5, 1.0, 2.0])
+    gated = mcmc.diagnose(chains, preds, dataclasses.replace(cfg, gate="predictive"))
+    assert gated.rhat_max <= 1.01 and gated.rhat_max_params > 1.5
+    assert not any("R-hat" in f for f in gated.failures)
 
 
 def test_too_short_reference_warns_and_is_not_ok():
