@@ -26,3 +26,15 @@ def spread(values) -> tuple[float, float, float]:
     """Mean, min and max of a list of numbers (the "mean [min, max] across seeds" of tables)."""
     v = np.asarray(values, np.float64)
     return float(v.mean()), float(v.min()), float(v.max())
+
+
+def welch(a, b) -> tuple[float, float, float]:
+    """Welch's t-test of mean(a) vs mean(b): ``(t, two-sided p, Cohen's d)``.
+
+    d = (mean(a) - mean(b)) / sqrt((var(a) + var(b)) / 2), sample variances (ddof 1).
+    """
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    t, p = stats.ttest_ind(a, b, equal_var=False)
+    d = (a.mean() - b.mean()) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    return float(t), float(p), float(d)

@@ -1,11 +1,11 @@
 """The paper's reported numbers (REPRODUCTION.md section 3): the ONLY place they live.
 
 Tables print them in a column labelled "paper", never in ours. Keys:
-``(experiment, problem, quantity, method, class) -> (pearson, spearman)``; ``class`` is an int
-or ``"overall"``. Problems use gnuq's registry names.
+``(experiment, problem, quantity, method, class) -> (pearson, spearman)``, or ``(value,)`` for a
+single statistic; ``class`` is an int or ``"overall"``. Problems use gnuq's registry names.
 """
 
-PAPER: dict[tuple, tuple[float, float]] = {}
+PAPER: dict[tuple, tuple[float, ...]] = {}
 
 
 def _add(experiment, problem, quantity, method, klass, r, rho):
@@ -54,6 +54,24 @@ for problem, epistemic, aleatoric in [
         _add("multiclass", problem, "aleatoric", "PE", klass, *a)
 
 
-def paper_value(experiment, problem, quantity, method, klass) -> tuple[float, float] | None:
+# Table 3 (proxy bias): top/bottom symmetry ratio of U_I, U_A, U_B (one number each)
+for problem, ratios in {
+    "linear": (0.93, 0.21, 4.56),
+    "xor": (1.45, 0.62, 4.39),
+    "rings": (1.06, 0.05, 19.10),
+}.items():
+    for method, value in zip("IAB", ratios, strict=True):
+        PAPER[("proxy_bias", problem, "symmetry_ratio", method, "overall")] = (value,)
+
+# Table 9 (regression, r / rho)
+for problem, gn, la in [
+    ("linear_1d", (0.98, 0.99), (1.00, 1.00)),
+    ("nonlinear_1d", (0.73, 0.81), (0.93, 0.97)),
+]:
+    _add("regression", problem, "epistemic", "GN", "overall", *gn)
+    _add("regression", problem, "epistemic", "LA", "overall", *la)
+
+
+def paper_value(experiment, problem, quantity, method, klass) -> tuple[float, ...] | None:
     """The paper's (r, rho) for a table cell, or None where the paper reports none."""
     return PAPER.get((experiment, problem, quantity, method, klass))

@@ -48,8 +48,9 @@ def write_results(
     config,
     records: list[dict],
     diagnostics: list[dict],
+    extra: dict | None = None,
 ) -> pathlib.Path:
-    """``results.json`` per the results contract; returns its path."""
+    """``results.json`` per the results contract (plus any ``extra`` top-level keys)."""
     path = pathlib.Path(directory) / "results.json"
     write_json(
         path,
@@ -60,7 +61,8 @@ def write_results(
             "git_commit": git_commit(),
             "records": records,
             "diagnostics": diagnostics,
-        },
+        }
+        | (extra or {}),
     )
     return path
 
@@ -173,15 +175,19 @@ def normalise(values) -> np.ndarray:
 
 def maps_figure(
     path_stem: pathlib.Path,
-    panels: Sequence[Sequence[tuple[str, np.ndarray]]],
+    panels: Sequence[Sequence[tuple]],
     resolution: int,
     box: tuple[tuple[float, float], ...],
     train_x: np.ndarray,
     train_y: np.ndarray,
     title: str,
 ) -> None:
-    """A grid of panels (rows of ``(title, values [resolution**2])``), each normalised to
-    [0, 1] on one shared colour scale, the training points overlaid; PNG and PDF."""
+    """A grid of panels over a 2D grid, the training points overlaid (coloured by ``train_y``).
+
+    Each panel is ``(title, values [resolution**2])``, normalised to [0, 1] on one shared colour
+    scale, or ``(title, values, "diverging")``: raw values on a symmetric red-blue scale with a
+    colour bar of its own (for signed quantities such as a log ratio). PNG and PDF.
+    """
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(
         n_rows,
@@ -191,7 +197,7 @@ def maps_figure(
         layout="constrained",
     )
     extent = (box[0][0], box[0][1], box[1][0], box[1][1])
-    image = None
+    image, normalised_axes = None, []
     for i, row in enumerate(panels):
         for j in range(n_cols):
             ax = axes[i, j]
@@ -200,16 +206,27 @@ def maps_figure(
             if j >= len(row):
                 ax.axis("off")
                 continue
-            name, values = row[j]
-            image = ax.imshow(
-                normalise(values).reshape(resolution, resolution),
+            name, values, *kind = row[j]
+            diverging = kind == ["diverging"]
+            if diverging:
+                limit = float(np.max(np.abs(values))) or 1.0
+                shown, cmap, lo, hi = np.asarray(values), "RdBu_r", -limit, limit
+            else:
+                shown, cmap, lo, hi = normalise(values), "viridis", 0, 1
+            im = ax.imshow(
+                shown.reshape(resolution, resolution),
                 origin="lower",
                 extent=extent,
-                cmap="viridis",
-                vmin=0,
-                vmax=1,
+                cmap=cmap,
+                vmin=lo,
+                vmax=hi,
                 aspect="equal",
             )
+            if diverging:
+                fig.colorbar(im, ax=ax, shrink=0.8)
+            else:
+                image = im
+                normalised_axes.append(ax)
             ax.scatter(
                 train_x[:, 0],
                 train_x[:, 1],
@@ -224,7 +241,11 @@ def maps_figure(
             ax.set_ylim(extent[2:])
             ax.set_title(name, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="normalised uncertainty")
+    if image is not None:
+        where = "bottom" if len(normalised_axes) < n_rows * n_cols else "right"
+        fig.colorbar(
+            image, ax=normalised_axes, shrink=0.6, location=where, label="normalised uncertainty"
+        )
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path_stem.with_suffix(".png"), dpi=110)
     fig.savefig(path_stem.with_suffix(".pdf"))

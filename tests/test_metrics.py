@@ -25,3 +25,16 @@ def test_undefined_correlations_raise():
 
 def test_spread():
     assert metrics.spread([0.5, 0.7, 0.6]) == pytest.approx((0.6, 0.5, 0.7))
+
+
+def test_welch_against_hand_computation():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    b = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    t, p, d = metrics.welch(a, b)
+    va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 5
+    assert t == pytest.approx((a.mean() - b.mean()) / np.sqrt(va + vb))
+    dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)  # Welch-Satterthwaite
+    from scipy import stats
+
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), dof))
+    assert d == pytest.approx((2.5 - 6.0) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2))

@@ -1,0 +1,45 @@
+"""Regression and proxy-bias experiments end to end on their smoke profiles."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+from experiments import proxy_bias, regression
+
+CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
+
+
+def _check_contract(root: pathlib.Path) -> None:
+    if CHECKER.exists():
+        done = subprocess.run(
+            [sys.executable, str(CHECKER), str(root)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout
+
+
+def test_regression_smoke(tmp_path):
+    assert regression.main(["--profile", "smoke"], root=tmp_path) == 0
+    out = tmp_path / "figures" / "smoke" / "regression"
+    data = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in data["records"]} == {"GN", "LA", "GN-vs-LA"}
+    assert all(-1 <= r["pearson"] <= 1 and -1 <= r["spearman"] <= 1 for r in data["records"])
+    assert len(data["diagnostics"]) == 2
+    for row in data["spectra"]:
+        assert 0 < row["min"] <= row["max"] and math.isfinite(row["ratio"])
+    assert (out / "bands.png").exists() and (out / "table9.md").exists()
+    _check_contract(tmp_path)
+
+
+def test_proxy_bias_smoke(tmp_path):
+    assert proxy_bias.main(["--profile", "smoke"], root=tmp_path) == 0
+    out = tmp_path / "figures" / "smoke" / "proxy_bias"
+    data = json.loads((out / "results.json").read_text())
+    ratios = [r for r in data["records"] if r["quantity"] == "symmetry_ratio"]
+    assert {r["method"] for r in ratios} == {"I", "A", "B"}
+    assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in ratios)
+    tests = [r for r in data["records"] if r["quantity"] == "log_ratio_test"]
+    assert len(tests) == 3 and all(0 <= r["p"] <= 1 and math.isfinite(r["t"]) for r in tests)
+    assert len(list(out.glob("maps_*.png"))) == 3 and (out / "table3.md").exists()
+    _check_contract(tmp_path)
