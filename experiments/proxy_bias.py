@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import gnuq
@@ -47,19 +48,28 @@ class Config:
     seeds: tuple[int, ...]
     grid_resolution: int
     activation: str = "tanh"
+    float_dtype: str = "float64"  # part of the cache key; see run_unit
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
 
 
 def run_unit(cfg: Config, name: str, seed: int, log) -> dict[str, np.ndarray]:
+    # float64: far from the data g is tiny, and in float32 g^T Sigma g underflows to 0 there,
+    # which would make log(U_A / U_B) undefined exactly where the proxies disagree most
+    with jax.enable_x64(True):
+        return _run_unit(cfg, name, seed, log)
+
+
+def _run_unit(cfg: Config, name: str, seed: int, log) -> dict[str, np.ndarray]:
     problem = problems.get(name)
     lik = likelihoods.get("bernoulli")
     k_data, k_init = jax.random.split(jax.random.key(seed))
     x, y = problem.sample(k_data, cfg.n_train)
-    model = models.mlp(k_init, 2, cfg.widths, 1, cfg.activation)
+    x = x.astype(jnp.float64)
+    model = models.mlp(k_init, 2, cfg.widths, 1, cfg.activation, dtype=jnp.float64)
     start = time.monotonic()
     fit = train.fit_map(model.apply, lik, model.params, x, y, cfg.map)
     top = np.asarray(x[:, 1] > 0)
-    grid = problem.grid(cfg.grid_resolution)
+    grid = problem.grid(cfg.grid_resolution).astype(jnp.float64)
     u = {
         "I": np.asarray(
             gnuq.squared_grad_norms(model.apply, fit.params, grid, likelihood="bernoulli")
@@ -72,6 +82,12 @@ def run_unit(cfg: Config, name: str, seed: int, log) -> dict[str, np.ndarray]:
         u[label] = np.asarray(
             laplace.linearised_epistemic(model.apply, fit.params, grid, lik, post)
         )[:, 0]
+    for label, values in u.items():
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise FloatingPointError(
+                f"U_{label} has {np.sum(~(values > 0))} non-positive or non-finite grid values "
+                f"on {name}, seed {seed}: the log ratio would be undefined"
+            )
     log(
         f"{models.count_params(model.params)} parameters, {top.sum()} top / {(~top).sum()} "
         f"bottom training points ({time.monotonic() - start:.0f} s)"

@@ -35,6 +35,8 @@ def welch(a, b) -> tuple[float, float, float]:
     """
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("Welch test inputs contain NaN or inf")
     t, p = stats.ttest_ind(a, b, equal_var=False)
     d = (a.mean() - b.mean()) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     return float(t), float(p), float(d)

@@ -27,6 +27,11 @@ def test_spread():
     assert metrics.spread([0.5, 0.7, 0.6]) == pytest.approx((0.6, 0.5, 0.7))
 
 
+def test_welch_refuses_non_finite_input():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.welch([1.0, -np.inf, 2.0], [1.0, 2.0])
+
+
 def test_welch_against_hand_computation():
     a = np.array([1.0, 2.0, 3.0, 4.0])
     b = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
