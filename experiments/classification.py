@@ -28,6 +28,9 @@ from gnuq.mcmc import McmcConfig
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+SOURCES = cache.source_version(
+    ROOT / "gnuq", __file__
+)  # in every cache key: code changes recompute
 EPISTEMIC = ("GN", "LA", "GN-vs-LA")
 ALEATORIC = ("PE", "LA", "PE-vs-LA")
 
@@ -388,7 +391,9 @@ def main(default_config: str, argv: Sequence[str] | None = None, root: pathlib.P
                 flush=True,
             )
 
-        key = cache.fingerprint(dataclasses.replace(cfg, seeds=(), problems=()), spec, seed)
+        key = cache.fingerprint(
+            dataclasses.replace(cfg, seeds=(), problems=()), spec, seed, SOURCES
+        )
         path = cache_dir / f"{spec.name}-seed{seed}-{key}.npz"
         if path.exists():
             log("cached")

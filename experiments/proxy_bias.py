@@ -36,6 +36,9 @@ from gnuq.paper_values import paper_value
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+SOURCES = cache.source_version(
+    ROOT / "gnuq", __file__
+)  # in every cache key: code changes recompute
 EXPERIMENT = "proxy_bias"
 
 
@@ -283,7 +286,7 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
                 flush=True,
             )
 
-        key = cache.fingerprint(dataclasses.replace(cfg, seeds=()), name, seed)
+        key = cache.fingerprint(dataclasses.replace(cfg, seeds=()), name, seed, SOURCES)
         units[(name, seed)] = cache.load_or_compute(
             cache_dir / f"{name}-seed{seed}-{key}.npz",
             lambda name=name, seed=seed, log=log: run_unit(cfg, name, seed, log),

@@ -41,6 +41,9 @@ from gnuq.mcmc import McmcConfig
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+SOURCES = cache.source_version(
+    ROOT / "gnuq", __file__
+)  # in every cache key: code changes recompute
 EXPERIMENT = "regression"
 
 
@@ -310,7 +313,9 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
                 flush=True,
             )
 
-        key = cache.fingerprint(dataclasses.replace(cfg, seeds=(), problems=()), spec, seed)
+        key = cache.fingerprint(
+            dataclasses.replace(cfg, seeds=(), problems=()), spec, seed, SOURCES
+        )
         units[(spec.name, seed)] = cache.load_or_compute(
             cache_dir / f"{spec.name}-seed{seed}-{key}.npz",
             lambda spec=spec, seed=seed, log=log: run_unit(

@@ -25,6 +25,16 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:20]
 
 
+def source_version(*paths: str | pathlib.Path) -> str:
+    """A hash of the Python sources (files, or every ``.py`` under directories) that compute a
+    cached result: part of its key, so a change to that code never reuses a stale file."""
+    digest = hashlib.sha256()
+    for path in map(pathlib.Path, paths):
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()[:20]
+
+
 def _feed(digest, obj: Any) -> None:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         digest.update(type(obj).__name__.encode())

@@ -222,6 +222,11 @@ def resolve_chain_method(method: str) -> str:
 
 
 _PROGRESS: dict = {}
+_HERE = pathlib.Path(__file__).parent
+# the code that determines the draws, part of the draws' cache key
+_SAMPLER_SOURCES = cache.source_version(
+    *(_HERE / f"{m}.py" for m in ("mcmc", "train", "likelihoods", "models"))
+)
 
 
 def _report(step) -> None:
@@ -466,6 +471,7 @@ def reference(
             prior_precision,
             settings,
             jax.random.key_data(key),
+            _SAMPLER_SOURCES,
         )
         arrays = cache.load_or_compute(pathlib.Path(cache_dir) / f"mcmc-{name}.npz", run)
     chains = Chains(

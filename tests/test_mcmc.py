@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from gnuq import cache, likelihoods, mcmc, models, problems, train
+from gnuq import likelihoods, mcmc, models, problems, train
 
 FAST = mcmc.McmcConfig(num_warmup=500, num_samples=1000, progress=False)
 
@@ -187,13 +187,6 @@ def test_cache_reloads_and_recovers_from_a_corrupt_file(tmp_path, monkeypatch):
             recovered = run()
     np.testing.assert_array_equal(recovered.epistemic, first.epistemic)
     assert not list(tmp_path.glob(".*tmp"))
-
-
-def test_fingerprint_changes_with_content():
-    a = cache.fingerprint({"x": np.arange(3)}, FAST)
-    assert a == cache.fingerprint({"x": np.arange(3)}, FAST)
-    assert a != cache.fingerprint({"x": np.arange(3) + 1}, FAST)
-    assert a != cache.fingerprint({"x": np.arange(3)}, mcmc.McmcConfig(num_samples=7))
 
 
 def test_device_chains_equal_sequential_chains():
