@@ -140,7 +140,8 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
                     "matrix": kind,
                     "min": float(eigs[0]),
                     "max": float(eigs[-1]),
-                    "ratio": float(eigs[-1] / eigs[0]),
+                    # an indefinite matrix has no meaningful max/min ratio: None, shown as such
+                    "ratio": float(eigs[-1] / eigs[0]) if eigs[0] > 0 else None,
                 }
             )
         diagnostics.append(
@@ -177,7 +178,7 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
                     "Hessian" if kind == "hessian" else "GGN",
                     f"{np.mean([r['min'] for r in rows_k]):.3g}",
                     f"{np.mean([r['max'] for r in rows_k]):.3g}",
-                    f"{np.mean([r['ratio'] for r in rows_k]):.3g}",
+                    _ratio_cell([r["ratio"] for r in rows_k]),
                 ]
             )
     md2, tex2 = report.rows_table(
@@ -203,7 +204,15 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
         out,
         "diagnostics",
         report.rows_table(
-            ["problem", "model", "seed", "R-hat max", "bulk ESS min", "divergences", "gate"],
+            [
+                "problem",
+                "model",
+                "seed",
+                f"R-hat ({cfg.mcmc.gate})",
+                f"bulk ESS ({cfg.mcmc.gate})",
+                "divergences",
+                "gate",
+            ],
             body,
             f"NUTS reference diagnostics (gate: R-hat <= {cfg.mcmc.max_rhat}, bulk ESS >= "
             f"{cfg.mcmc.min_ess:.0f}, divergences <= {cfg.mcmc.max_divergences})",
@@ -239,8 +248,14 @@ def check_claims(cfg, records, spectra) -> list[str]:
         min(gaps) >= 0.05,
         f"LA - GN: r {gaps[0]:+.2f}, ρ {gaps[1]:+.2f}",
     )
-    ratio = {
-        p: np.mean([r["ratio"] for r in spectra if r["problem"] == p and r["matrix"] == "hessian"])
+    ratio = {  # an indefinite precision (ratio None) counts as unbounded anisotropy
+        p: np.mean(
+            [
+                np.inf if r["ratio"] is None else r["ratio"]
+                for r in spectra
+                if r["problem"] == p and r["matrix"] == "hessian"
+            ]
+        )
         for p in (lin, non)
     }
     claim(
@@ -249,6 +264,13 @@ def check_claims(cfg, records, spectra) -> list[str]:
         f"linear {ratio[lin]:.3g}, nonlinear {ratio[non]:.3g}",
     )
     return lines
+
+
+def _ratio_cell(ratios: list) -> str:
+    indefinite = sum(r is None for r in ratios)
+    if indefinite:
+        return f"indefinite in {indefinite} of {len(ratios)} seeds"
+    return f"{np.mean(ratios):.3g}"
 
 
 def draw_bands(cfg, units, out) -> None:
@@ -293,7 +315,7 @@ def draw_bands(cfg, units, out) -> None:
         ax.set_title("spectrum of the posterior precision at the MAP")
         ax.legend(fontsize=7)
     fig.savefig(out / "bands.png", dpi=110)
-    fig.savefig(out / "bands.pdf")
+    fig.savefig(out / "bands.pdf", metadata=report.PDF_METADATA)
     plt.close(fig)
 
 

@@ -12,10 +12,13 @@ import os
 import pathlib
 import warnings
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import jax
 import numpy as np
+
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "blackjax", "numpy", "scipy")
 
 
 def fingerprint(*parts: Any) -> str:
@@ -27,8 +30,11 @@ def fingerprint(*parts: Any) -> str:
 
 def source_version(*paths: str | pathlib.Path) -> str:
     """A hash of the Python sources (files, or every ``.py`` under directories) that compute a
-    cached result: part of its key, so a change to that code never reuses a stale file."""
+    cached result, and of the numerical libraries' versions: part of its key, so a change to that
+    code or an upgrade never reuses a stale file."""
     digest = hashlib.sha256()
+    for package in LIBRARIES:  # an upgrade of these can change numbers too
+        digest.update(f"{package}={metadata.version(package)};".encode())
     for path in map(pathlib.Path, paths):
         for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(f.name.encode() + f.read_bytes())
@@ -36,25 +42,29 @@ def source_version(*paths: str | pathlib.Path) -> str:
 
 
 def _feed(digest, obj: Any) -> None:
+    """Feed ``obj`` unambiguously: every item is tagged with its type and length, so that, for
+    instance, (1, 23) and (12, 3) or {"a": "b"} and {"a:b": ""} never hash alike."""
+
+    def put(tag: str, payload: bytes) -> None:
+        digest.update(f"{tag}:{len(payload)}:".encode() + payload)
+
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        digest.update(type(obj).__name__.encode())
+        put("dataclass", type(obj).__name__.encode())
         obj = dataclasses.asdict(obj)
     if isinstance(obj, dict):
-        digest.update(b"{")
-        for key in sorted(obj, key=str):
-            digest.update(str(key).encode() + b":")
+        put("dict", str(len(obj)).encode())
+        for key in sorted(obj, key=repr):
+            put("key", repr(key).encode())
             _feed(digest, obj[key])
-        digest.update(b"}")
     elif isinstance(obj, list | tuple):
-        digest.update(b"[")
+        put("seq", str(len(obj)).encode())
         for item in obj:
             _feed(digest, item)
-        digest.update(b"]")
     elif isinstance(obj, np.ndarray | jax.Array):
         arr = np.ascontiguousarray(np.asarray(obj))
-        digest.update(f"{arr.dtype}{arr.shape}".encode() + arr.tobytes())
+        put("array", f"{arr.dtype}{arr.shape}".encode() + arr.tobytes())
     else:
-        digest.update(repr(obj).encode())
+        put(type(obj).__name__, repr(obj).encode())
 
 
 def load_or_compute(

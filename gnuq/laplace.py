@@ -72,6 +72,8 @@ def posterior(
     """
     if not prior_precision > 0:
         raise ValueError(f"prior_precision must be positive, got {prior_precision}")
+    if on_indefinite not in ("fallback", "raise"):
+        raise ValueError(f"on_indefinite must be 'fallback' or 'raise', got {on_indefinite!r}")
     lam = prior_precision
     if curv.structure in ("full", "last_layer"):
         precision = curv.matrix + lam * jnp.eye(curv.matrix.shape[0], dtype=curv.matrix.dtype)

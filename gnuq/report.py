@@ -165,6 +165,8 @@ def write_table(directory: pathlib.Path, name: str, tables: tuple[str, str]) -> 
 # ---------------------------------------------------------------------------------------------
 # figures
 
+PDF_METADATA = {"CreationDate": None}  # no timestamp: a rerun writes byte-identical PDFs
+
 
 def normalise(values) -> np.ndarray:
     """Scale a map to [0, 1] (min-max), as the paper's maps are."""
@@ -248,5 +250,5 @@ def maps_figure(
         )
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path_stem.with_suffix(".png"), dpi=110)
-    fig.savefig(path_stem.with_suffix(".pdf"))
+    fig.savefig(path_stem.with_suffix(".pdf"), metadata=PDF_METADATA)
     plt.close(fig)

@@ -12,6 +12,11 @@ def test_fingerprint_changes_with_content():
     assert a == cache.fingerprint({"x": np.arange(3)}, McmcConfig())
     assert a != cache.fingerprint({"x": np.arange(3) + 1}, McmcConfig())
     assert a != cache.fingerprint({"x": np.arange(3)}, McmcConfig(num_samples=7))
+    # no two different structures may hash alike
+    assert cache.fingerprint((1, 23)) != cache.fingerprint((12, 3))
+    assert cache.fingerprint({"a": "b"}) != cache.fingerprint({"a:b": ""})
+    assert cache.fingerprint([1, [2]]) != cache.fingerprint([[1], 2])
+    assert cache.fingerprint("1") != cache.fingerprint(1)
 
 
 def test_source_version_follows_the_code(tmp_path):
