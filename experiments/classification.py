@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 import gnuq
+from experiments.units import run_units
 from gnuq import cache, config, laplace, likelihoods, mcmc, metrics, models, problems, report, train
 from gnuq.mcmc import McmcConfig
 from gnuq.train import MapConfig
@@ -377,34 +378,15 @@ def main(default_config: str, argv: Sequence[str] | None = None, root: pathlib.P
     """Run the experiment; outputs go under ``root`` (figures/ and results/)."""
     cfg, profile, _ = config.cli(Config, ROOT / "configs" / default_config, argv)
     out = root / "figures" / profile / cfg.experiment
-    cache_dir = root / "results" / profile / cfg.experiment
-    units = {}
-    todo = [(spec, seed) for spec in cfg.problems for seed in cfg.seeds]
     start = time.monotonic()
-    for i, (spec, seed) in enumerate(todo, 1):
-
-        def log(msg, i=i, spec=spec, seed=seed):
-            elapsed = time.monotonic() - start
-            print(
-                f"[{cfg.experiment} {profile} {i}/{len(todo)}] {spec.name} seed {seed}: {msg} "
-                f"(elapsed {elapsed:.0f} s)",
-                flush=True,
-            )
-
-        key = cache.fingerprint(
-            dataclasses.replace(cfg, seeds=(), problems=()), spec, seed, SOURCES
-        )
-        path = cache_dir / f"{spec.name}-seed{seed}-{key}.npz"
-        if path.exists():
-            log("cached")
-        units[(spec.name, seed)] = cache.load_or_compute(
-            path,
-            lambda spec=spec, seed=seed, log=log: run_unit(
-                cfg, spec, seed, log, root / "results" / "mcmc"
-            ),
-        )
-        done = time.monotonic() - start
-        log(f"done; ETA {done / i * (len(todo) - i):.0f} s")
+    units = run_units(
+        f"{cfg.experiment} {profile}",
+        [(spec.name, spec) for spec in cfg.problems],
+        cfg.seeds,
+        root / "results" / profile / cfg.experiment,
+        (dataclasses.replace(cfg, seeds=(), problems=()), SOURCES),
+        lambda spec, seed, log: run_unit(cfg, spec, seed, log, root / "results" / "mcmc"),
+    )
     claims = render(cfg, profile, units, out)
     print("\n".join(claims[2:]))
     print(f"wrote {out} in {time.monotonic() - start:.0f} s")

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gnuq
+from experiments.units import run_units
 from gnuq import cache, config, laplace, likelihoods, metrics, models, problems, report, train
 from gnuq.paper_values import paper_value
 from gnuq.train import MapConfig
@@ -274,24 +275,15 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
     if len(cfg.labels) != len(cfg.problems):
         raise config.ConfigError("proxy_bias: labels must name every problem, in order")
     out = root / "figures" / profile / EXPERIMENT
-    cache_dir = root / "results" / profile / EXPERIMENT
-    units = {}
-    todo = [(name, seed) for name in cfg.problems for seed in cfg.seeds]
     start = time.monotonic()
-    for i, (name, seed) in enumerate(todo, 1):
-
-        def log(msg, i=i, name=name, seed=seed):
-            print(
-                f"[{EXPERIMENT} {profile} {i}/{len(todo)}] {name} seed {seed}: {msg} "
-                f"(elapsed {time.monotonic() - start:.0f} s)",
-                flush=True,
-            )
-
-        key = cache.fingerprint(dataclasses.replace(cfg, seeds=()), name, seed, SOURCES)
-        units[(name, seed)] = cache.load_or_compute(
-            cache_dir / f"{name}-seed{seed}-{key}.npz",
-            lambda name=name, seed=seed, log=log: run_unit(cfg, name, seed, log),
-        )
+    units = run_units(
+        f"{EXPERIMENT} {profile}",
+        [(name, name) for name in cfg.problems],
+        cfg.seeds,
+        root / "results" / profile / EXPERIMENT,
+        (dataclasses.replace(cfg, seeds=()), SOURCES),
+        lambda name, seed, log: run_unit(cfg, name, seed, log),
+    )
     claims = render(cfg, profile, units, out)
     print("\n".join(claims[2:]))
     print(f"wrote {out} in {time.monotonic() - start:.0f} s")

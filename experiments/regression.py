@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import gnuq
+from experiments.units import run_units
 from gnuq import (
     cache,
     config,
@@ -322,28 +323,15 @@ def draw_bands(cfg, units, out) -> None:
 def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
     cfg, profile, _ = config.cli(Config, ROOT / "configs" / "regression.toml", argv)
     out = root / "figures" / profile / EXPERIMENT
-    cache_dir = root / "results" / profile / EXPERIMENT
-    units = {}
-    todo = [(spec, seed) for spec in cfg.problems for seed in cfg.seeds]
     start = time.monotonic()
-    for i, (spec, seed) in enumerate(todo, 1):
-
-        def log(msg, i=i, spec=spec, seed=seed):
-            print(
-                f"[{EXPERIMENT} {profile} {i}/{len(todo)}] {spec.name} seed {seed}: {msg} "
-                f"(elapsed {time.monotonic() - start:.0f} s)",
-                flush=True,
-            )
-
-        key = cache.fingerprint(
-            dataclasses.replace(cfg, seeds=(), problems=()), spec, seed, SOURCES
-        )
-        units[(spec.name, seed)] = cache.load_or_compute(
-            cache_dir / f"{spec.name}-seed{seed}-{key}.npz",
-            lambda spec=spec, seed=seed, log=log: run_unit(
-                cfg, spec, seed, log, root / "results" / "mcmc"
-            ),
-        )
+    units = run_units(
+        f"{EXPERIMENT} {profile}",
+        [(spec.name, spec) for spec in cfg.problems],
+        cfg.seeds,
+        root / "results" / profile / EXPERIMENT,
+        (dataclasses.replace(cfg, seeds=(), problems=()), SOURCES),
+        lambda spec, seed, log: run_unit(cfg, spec, seed, log, root / "results" / "mcmc"),
+    )
     claims = render(cfg, profile, units, out)
     print("\n".join(claims[2:]))
     print(f"wrote {out} in {time.monotonic() - start:.0f} s")

@@ -1,0 +1,45 @@
+"""The loop every experiment shares: one cached unit of work per (problem, seed), with progress."""
+
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from gnuq import cache
+
+
+def run_units(
+    tag: str,
+    items: Sequence[tuple[str, object]],
+    seeds: Sequence[int],
+    cache_dir: pathlib.Path,
+    key_base: object,
+    compute: Callable[[object, int, Callable[[str], None]], dict[str, np.ndarray]],
+) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """``{(name, seed): arrays}`` for every ``(name, item)`` and seed.
+
+    Each unit is ``compute(item, seed, log)``, cached under ``cache_dir`` by a hash of
+    ``key_base``, the item and the seed (so a changed setting or code version recomputes), and
+    loaded instead when present. ``log`` prints a progress line with the elapsed time.
+    """
+    todo = [(name, item, seed) for name, item in items for seed in seeds]
+    units = {}
+    start = time.monotonic()
+    for i, (name, item, seed) in enumerate(todo, 1):
+
+        def log(msg: str, i=i, name=name, seed=seed) -> None:
+            print(
+                f"[{tag} {i}/{len(todo)}] {name} seed {seed}: {msg} "
+                f"(elapsed {time.monotonic() - start:.0f} s)",
+                flush=True,
+            )
+
+        path = cache_dir / f"{name}-seed{seed}-{cache.fingerprint(key_base, item, seed)}.npz"
+        if path.exists():
+            log("cached")
+        units[(name, seed)] = cache.load_or_compute(
+            path, lambda item=item, seed=seed, log=log: compute(item, seed, log)
+        )
+        log(f"done; ETA {(time.monotonic() - start) / i * (len(todo) - i):.0f} s")
+    return units
