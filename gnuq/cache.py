@@ -71,20 +71,34 @@ def load_or_compute(
     path: str | pathlib.Path, compute: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Return the arrays stored at ``path``, or ``compute()`` them and store them atomically."""
+    arrays = load(path)
+    if arrays is None:
+        arrays = {k: np.asarray(v) for k, v in compute().items()}
+        save(path, arrays)
+    return arrays
+
+
+def load(path: str | pathlib.Path) -> dict[str, np.ndarray] | None:
+    """The arrays stored at ``path``; None when it is absent, or unreadable (with a warning)."""
     path = pathlib.Path(path)
-    if path.exists():
-        try:
-            with np.load(path) as data:
-                return {k: data[k] for k in data.files}
-        except Exception as err:  # a truncated or foreign file: say so, then recompute
-            warnings.warn(f"cache file {path} is unreadable ({err}); recomputing", stacklevel=2)
-    arrays = {k: np.asarray(v) for k, v in compute().items()}
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as err:  # a truncated or foreign file: say so, then recompute
+        warnings.warn(f"cache file {path} is unreadable ({err}); recomputing", stacklevel=3)
+        return None
+
+
+def save(path: str | pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """Store arrays at ``path`` atomically: a temporary file renamed into place."""
+    path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     os.replace(tmp, path)
-    return arrays
 
 
 def tree_to_arrays(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:

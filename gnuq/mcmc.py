@@ -169,22 +169,8 @@ def sample(key: PRNGKey, logdensity_fn, positions: Params, config: McmcConfig) -
     whatever ``chain_method``, so the methods draw the same chains.
     """
     keys = jax.random.split(key, config.num_chains)
-    method = resolve_chain_method(config.chain_method)
-    one_chain = _chain_program(logdensity_fn, config)
+    method, groups, run = chain_groups(_chain_program(logdensity_fn, config), config)
     total = config.num_warmup + config.num_samples
-    if method == "sequential":
-        groups = [[i] for i in range(config.num_chains)]
-        run = jax.jit(one_chain)
-    elif method == "vmap":
-        groups = [list(range(config.num_chains))]
-        run = jax.jit(jax.vmap(one_chain))
-    else:
-        n_dev = jax.local_device_count()
-        groups = [
-            list(range(i, min(i + n_dev, config.num_chains)))
-            for i in range(0, config.num_chains, n_dev)
-        ]
-        run = jax.pmap(one_chain)
     bar = tqdm(
         total=total * len(groups),
         desc=f"{config.algorithm} {config.num_chains} chains ({method})",
@@ -196,16 +182,37 @@ def sample(key: PRNGKey, logdensity_fn, positions: Params, config: McmcConfig) -
     for g, group in enumerate(groups):
         _PROGRESS.update(bar=bar, base=g * total)
         idx = np.asarray(group)
-        if method == "sequential":
-            pos = jax.tree.map(lambda a, i=idx[0]: a[i], positions)
-            out = jax.tree.map(lambda a: a[None], run(keys[idx[0]], pos))
-        else:
-            out = run(keys[idx], jax.tree.map(lambda a, i=idx: a[i], positions))
+        out = run(keys[idx], jax.tree.map(lambda a, i=idx: a[i], positions))
         jax.block_until_ready(out)
         bar.update((g + 1) * total - bar.n)
         outputs.append(out)
     bar.close()
     return jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *outputs)
+
+
+def chain_groups(one_chain, config: McmcConfig) -> tuple[str, list[list[int]], object]:
+    """How ``config.num_chains`` chains of ``one_chain`` run: ``(method, groups, run)``.
+
+    ``run`` takes the arguments of one group with a leading chain axis and returns its outputs
+    likewise; ``groups`` lists the chain indices of each call.
+    """
+    method = resolve_chain_method(config.chain_method)
+    if method == "sequential":
+        single = jax.jit(one_chain)
+
+        def run(*args):
+            out = single(*jax.tree.map(lambda a: a[0], args))
+            return jax.tree.map(lambda a: a[None], out)
+
+        return method, [[i] for i in range(config.num_chains)], run
+    if method == "vmap":
+        return method, [list(range(config.num_chains))], jax.jit(jax.vmap(one_chain))
+    n_dev = jax.local_device_count()
+    groups = [
+        list(range(i, min(i + n_dev, config.num_chains)))
+        for i in range(0, config.num_chains, n_dev)
+    ]
+    return method, groups, jax.pmap(one_chain)
 
 
 def resolve_chain_method(method: str) -> str:
@@ -235,16 +242,20 @@ def _report(step) -> None:
         bar.update(max(0, _PROGRESS["base"] + int(np.max(step)) - bar.n))
 
 
-def _chain_program(logdensity_fn, config: McmcConfig):
-    """``(key, position) -> Chains`` for one chain (no leading chain axis)."""
+def algorithm_and_extra(config: McmcConfig) -> tuple[object, dict]:
+    """The BlackJAX algorithm of ``config`` and its fixed keyword arguments."""
     if config.algorithm == "nuts":
-        algorithm, extra = blackjax.nuts, {"max_num_doublings": config.max_tree_depth}
-    else:
-        algorithm, extra = blackjax.hmc, {"num_integration_steps": config.num_integration_steps}
-    every = max(1, config.num_samples // 50)
+        return blackjax.nuts, {"max_num_doublings": config.max_tree_depth}
+    return blackjax.hmc, {"num_integration_steps": config.num_integration_steps}
 
-    def one_chain(key: PRNGKey, position: Params) -> Chains:
-        k_warm, k_sample = jax.random.split(key)
+
+def warmup_program(logdensity_fn, config: McmcConfig):
+    """``(key, position) -> (state, tuned, warmup leapfrog steps)`` for one chain: window
+    adaptation of the step size and a diagonal mass matrix; ``tuned`` holds every keyword of
+    the algorithm (``step_size``, ``inverse_mass_matrix`` and the fixed ones)."""
+    algorithm, extra = algorithm_and_extra(config)
+
+    def warm(key: PRNGKey, position: Params):
         warmup = blackjax.window_adaptation(
             algorithm,
             logdensity_fn,
@@ -253,7 +264,21 @@ def _chain_program(logdensity_fn, config: McmcConfig):
             adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps"}),
             **extra,
         )
-        (state, tuned), warm = warmup.run(k_warm, position, num_steps=config.num_warmup)
+        (state, tuned), info = warmup.run(key, position, num_steps=config.num_warmup)
+        return state, tuned, jnp.sum(info.info.num_integration_steps)
+
+    return warm
+
+
+def _chain_program(logdensity_fn, config: McmcConfig):
+    """``(key, position) -> Chains`` for one chain (no leading chain axis)."""
+    algorithm, _ = algorithm_and_extra(config)
+    warm = warmup_program(logdensity_fn, config)
+    every = max(1, config.num_samples // 50)
+
+    def one_chain(key: PRNGKey, position: Params) -> Chains:
+        k_warm, k_sample = jax.random.split(key)
+        state, tuned, warm_steps = warm(k_warm, position)
         kernel = algorithm(logdensity_fn, **tuned).step  # tuned includes extra
 
         def step(state, xs):
@@ -269,7 +294,6 @@ def _chain_program(logdensity_fn, config: McmcConfig):
 
         steps = (jnp.arange(config.num_samples), jax.random.split(k_sample, config.num_samples))
         _, (pos, div, acc, n_steps) = jax.lax.scan(step, state, steps)
-        warm_steps = jnp.sum(warm.info.num_integration_steps)
         return Chains(pos, div, acc, n_steps, tuned["step_size"], warm_steps)
 
     return one_chain
@@ -296,21 +320,31 @@ def predictive_moments(
         mean = jnp.mean(out, axis=0)
         return mean, jnp.sum((out - mean) ** 2, axis=0), jnp.mean(out * (1 - out), axis=0)
 
-    count, mean, m2, ale = 0, None, None, None
+    moments = None
     for start in range(0, n_draws, sample_chunk):
         part = jax.tree.map(lambda a, s=start: a[s : s + sample_chunk], flat)
         n_b = jax.tree.leaves(part)[0].shape[0]
-        mean_b, m2_b, ale_b = (np.asarray(a, np.float64) for a in chunk_stats(part))
-        if mean is None:
-            count, mean, m2, ale = n_b, mean_b, m2_b, ale_b
-            continue
-        total = count + n_b
-        delta = mean_b - mean
-        mean = mean + delta * n_b / total
-        m2 = m2 + m2_b + delta**2 * count * n_b / total
-        ale = ale + (ale_b - ale) * n_b / total
-        count = total
+        batch = (n_b, *(np.asarray(a, np.float64) for a in chunk_stats(part)))
+        moments = merge_moments(moments, batch)
+    count, mean, m2, ale = moments
     return mean, m2 / count, ale
+
+
+def merge_moments(a: tuple | None, b: tuple) -> tuple:
+    """Merge two ``(count, mean, sum of squared deviations, mean of p(1 - p))`` summaries of
+    disjoint sets of draws (Chan et al.'s pairwise update, float64); ``a`` may be None."""
+    if a is None:
+        return b
+    n_a, mean_a, m2_a, ale_a = a
+    n_b, mean_b, m2_b, ale_b = b
+    total = n_a + n_b
+    delta = mean_b - mean_a
+    return (
+        total,
+        mean_a + delta * n_b / total,
+        m2_a + m2_b + delta**2 * n_a * n_b / total,
+        ale_a + (ale_b - ale_a) * n_b / total,
+    )
 
 
 def split_rhat_and_bulk_ess(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -483,7 +517,7 @@ def reference(
         warmup_steps=arrays["warmup_steps"],
     )
     mean, var, ale = predictive_moments(predict, chains.positions, x_eval, config.sample_chunk)
-    subset = _diagnostic_subset(x_eval, config.diagnostic_inputs)
+    subset = x_eval[diagnostic_indices(len(x_eval), config.diagnostic_inputs)]
     preds = jax.jit(jax.vmap(jax.vmap(lambda p: predict(p, subset))))(chains.positions)
     preds = np.asarray(preds).reshape(*np.asarray(preds).shape[:2], -1)
     diagnostics = diagnose(chains, preds, config)
@@ -499,8 +533,8 @@ def reference(
     return Reference(mean, var, ale, diagnostics, chains)
 
 
-def _diagnostic_subset(x: Array, count: int) -> Array:
-    """A fixed, evenly spaced subset of the evaluation inputs (deterministic, no key needed)."""
-    if len(x) <= count:
-        return x
-    return x[np.linspace(0, len(x) - 1, count).round().astype(int)]
+def diagnostic_indices(n: int, count: int) -> np.ndarray:
+    """A fixed, evenly spaced subset of ``count`` of ``n`` evaluation inputs (no key needed)."""
+    if n <= count:
+        return np.arange(n)
+    return np.linspace(0, n - 1, count).round().astype(int)

@@ -71,6 +71,21 @@ for problem, gn, la in [
     _add("regression", problem, "epistemic", "GN", "overall", *gn)
     _add("regression", problem, "epistemic", "LA", "overall", *la)
 
+# Table 10 (scaling sweep, 4-class rings): keyed by the parameter count in the problem slot
+for n_params, epistemic, aleatoric in [
+    (12, (0.86, 0.97), (0.95, 0.99)),
+    (132, (0.51, 0.84), (0.83, 0.87)),
+    (388, (0.48, 0.89), (0.83, 0.92)),
+    (1_284, (0.43, 0.68), (0.74, 0.81)),
+    (4_612, (0.49, 0.82), (0.76, 0.90)),
+    (17_412, (0.60, 0.66), (0.79, 0.84)),
+    (67_588, (0.68, 0.78), (0.82, 0.89)),
+    (266_244, (0.65, 0.83), (0.88, 0.89)),
+    (1_065_012, (0.74, 0.87), (0.89, 0.93)),
+]:
+    _add("scaling", n_params, "epistemic", "GN", "overall", *epistemic)
+    _add("scaling", n_params, "aleatoric", "PE", "overall", *aleatoric)
+
 
 def paper_value(experiment, problem, quantity, method, klass) -> tuple[float, ...] | None:
     """The paper's (r, rho) for a table cell, or None where the paper reports none."""

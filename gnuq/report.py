@@ -109,7 +109,7 @@ def correlation_table(
             ours = cells.get((problem, method, klass), [])
             paper = paper_value(experiment, problem, quantity, method, klass)
             for stat in (0, 1):
-                line.append(_spread_cell([v[stat] for v in ours]))
+                line.append(spread_cell([v[stat] for v in ours]))
                 line.append("—" if paper is None else f"{paper[stat]:.2f}")
         body.append(line)
     return _markdown(header, body, caption), _latex(header, body, caption)
@@ -121,7 +121,7 @@ def rows_table(header: Sequence[str], body: Sequence[Sequence], caption: str) ->
     return _markdown(header, body, caption), _latex(header, body, caption)
 
 
-def _spread_cell(values: Sequence[float]) -> str:
+def spread_cell(values: Sequence[float]) -> str:
     if not values:
         return "—"
     mean, lo, hi = metrics.spread(values)

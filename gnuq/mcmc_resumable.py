@@ -1,0 +1,227 @@
+"""The NUTS reference for models too large to keep their draws: streamed and resumable.
+
+``gnuq.mcmc.reference`` keeps every draw of every parameter (4 chains x 1 000 draws of a
+1 065 012-parameter MLP would be 17 GB). ``reference`` here runs the same sampler (the same
+potential, initialisation, window adaptation and NUTS kernel, from ``gnuq.mcmc``) but keeps only
+
+- the predictive moments over the evaluation inputs, merged draw by draw in float64
+  (``mcmc.merge_moments``): Var_s[p_k(x | theta_s)] and E_s[p_k (1 - p_k)];
+- traces for the diagnostics: the predictions at ``diagnostic_inputs`` evenly spaced evaluation
+  inputs and ``param_subset`` parameters drawn once at random (parameter R-hat and ESS are those of
+  that subset, and say so), plus divergences, acceptance and leapfrog counts.
+
+Sampling runs in segments of ``segment`` transitions. After the warm-up of each chain group and
+after every segment, the chain states, the tuned step sizes and mass matrices, the traces and the
+moments so far are written atomically to ``checkpoint``; a rerun with the same arguments resumes
+from there. Segment s of chain c always uses ``fold_in(key_c, s)``, and segments are merged in a
+fixed order, so an interrupted and resumed run gives exactly the numbers of an uninterrupted one.
+"""
+
+import dataclasses
+import pathlib
+import time
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from gnuq import cache, likelihoods, mcmc, train
+from gnuq.mcmc import Chains, McmcConfig, Reference
+from gnuq.types import ApplyFn, Array, Params, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """How the streamed reference runs (settings that do not change the draws)."""
+
+    segment: int = 100  # transitions between checkpoints
+    param_subset: int = 1000  # parameters whose traces the diagnostics read
+
+    def __post_init__(self):
+        for name in ("segment", "param_subset"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def reference(
+    key: PRNGKey,
+    apply_fn: ApplyFn,
+    likelihood: likelihoods.Likelihood,
+    x_train: Array,
+    y_train: Array,
+    map_params: Params,
+    x_eval: Array,
+    prior_precision: float,
+    config: McmcConfig,
+    stream: StreamConfig = StreamConfig(),
+    checkpoint: str | pathlib.Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Reference:
+    """Predictive moments on ``x_eval`` (``[N, K]``) under the NUTS posterior, with diagnostics.
+
+    Same potential, initial positions and warm-up as ``gnuq.mcmc.reference``, but no draw is
+    stored; ``Reference.chains.positions`` holds the traces of the parameter subset
+    ``[chains, samples, param_subset]``. ``checkpoint`` (a ``.npz`` path) makes the run resumable.
+    """
+    if likelihood.name == "gaussian":
+        raise ValueError("the streamed reference serves classification; use gnuq.mcmc.reference")
+    potential = train.neg_log_posterior(apply_fn, likelihood, prior_precision)
+
+    def logdensity(p):
+        return -potential(p, x_train, y_train)
+
+    flat_map, _ = ravel_pytree(map_params)
+    n_params = flat_map.size
+    k_init, k_sample, k_subset = jax.random.split(key, 3)
+    subset = np.sort(
+        np.asarray(
+            jax.random.choice(
+                k_subset, n_params, (min(stream.param_subset, n_params),), replace=False
+            )
+        )
+    )
+    diag_idx = mcmc.diagnostic_indices(len(x_eval), config.diagnostic_inputs)
+    chain_keys = jax.random.split(k_sample, config.num_chains)
+    algorithm, _ = mcmc.algorithm_and_extra(config)
+    warm = mcmc.warmup_program(logdensity, config)
+
+    def warm_chain(key, position):
+        state, tuned, steps = warm(jax.random.split(key)[0], position)
+        return state, tuned["step_size"], tuned["inverse_mass_matrix"], steps
+
+    def segment_chain(key, index, state, step_size, inverse_mass_matrix):
+        kernel = algorithm(
+            logdensity,
+            step_size=step_size,
+            inverse_mass_matrix=inverse_mass_matrix,
+            **mcmc.algorithm_and_extra(config)[1],
+        ).step
+        keys = jax.random.split(jax.random.fold_in(jax.random.split(key)[1], index), stream.segment)
+
+        def step(state, k):
+            state, info = kernel(k, state)
+            probs = likelihood.predict(apply_fn(state.position, x_eval))
+            trace = ravel_pytree(state.position)[0][subset]
+            out = (probs, trace, info.is_divergent, info.acceptance_rate)
+            return state, (*out, info.num_integration_steps)
+
+        return jax.lax.scan(step, state, keys)
+
+    method, groups, run_warm = mcmc.chain_groups(warm_chain, config)
+    _, _, run_segment = mcmc.chain_groups(segment_chain, config)
+    n_segments = -(-config.num_samples // stream.segment)
+    ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
+    saved = None if ckpt is None else cache.load(ckpt)
+    if saved is None:
+        saved = {"warmed": np.zeros(config.num_chains, bool), "done": np.zeros(config.num_chains)}
+    else:
+        saved = {k: v.copy() for k, v in saved.items()}  # writable
+        log(f"resuming from {ckpt.name}: {int(saved['done'].min())}/{n_segments} segments done")
+    # the NUTS state's structure, to rebuild it from the checkpoint's flat arrays
+    template = jax.eval_shape(lambda p: algorithm.init(p, logdensity), map_params)
+
+    init = mcmc.initial_positions(k_init, map_params, config, prior_precision)
+    start, grads = time.monotonic(), 0
+    for group in groups:
+        idx = np.asarray(group)
+        if saved["warmed"][idx].all():
+            continue
+        state, step_size, imm, steps = run_warm(
+            chain_keys[idx], jax.tree.map(lambda a, i=idx: a[i], init)
+        )
+        extra = {"step_size": step_size, "inverse_mass_matrix": imm, "warmup_steps": steps}
+        _put(saved, idx, cache.tree_to_arrays(state, "state") | extra, config.num_chains)
+        saved["warmed"][idx] = True
+        grads += int(np.sum(steps))
+        _save(ckpt, saved)
+        log(f"warm-up of chains {group} done ({method}; {_rate(grads, start)})")
+
+    todo = [(s, g) for s in range(n_segments) for g in groups if (saved["done"][g] <= s).any()]
+    for i, (s, group) in enumerate(todo, 1):
+        idx = np.asarray(group)
+        state = cache.arrays_to_tree(
+            {k: v[idx] for k, v in saved.items() if k.startswith("state")}, template, "state"
+        )
+        state, out = run_segment(
+            chain_keys[idx],
+            jnp.full(len(idx), s),
+            jax.tree.map(jnp.asarray, state),
+            jnp.asarray(saved["step_size"][idx]),
+            jnp.asarray(saved["inverse_mass_matrix"][idx]),
+        )
+        first, last = s * stream.segment, min((s + 1) * stream.segment, config.num_samples)
+        probs, trace, div, acc, n_steps = (np.asarray(a)[:, : last - first] for a in out)
+        traces = {
+            "preds": probs[:, :, diag_idx].reshape(*probs.shape[:2], -1),
+            "trace": trace,
+            "divergent": div,
+            "acceptance_rate": acc,
+            "num_steps": n_steps,
+        }
+        for name, value in traces.items():
+            if name not in saved:
+                shape = (config.num_chains, config.num_samples, *value.shape[2:])
+                saved[name] = np.zeros(shape, value.dtype)
+            saved[name][idx, first:last] = value
+        _put(saved, idx, cache.tree_to_arrays(state, "state"), config.num_chains)
+        _merge_draws(saved, probs)
+        saved["done"][idx] = s + 1
+        grads += int(n_steps.sum())
+        _save(ckpt, saved)
+        elapsed = time.monotonic() - start
+        log(
+            f"segment {s + 1}/{n_segments} of chains {group} ({_rate(grads, start)}; "
+            f"ETA {elapsed / i * (len(todo) - i):.0f} s)"
+        )
+
+    chains = Chains(
+        positions={"subset": saved["trace"]},
+        divergent=saved["divergent"],
+        acceptance_rate=saved["acceptance_rate"],
+        num_steps=saved["num_steps"],
+        step_size=saved["step_size"],
+        warmup_steps=saved["warmup_steps"],
+    )
+    diagnostics = mcmc.diagnose(chains, saved["preds"], config)
+    if not diagnostics.ok:
+        warnings.warn(
+            "MCMC reference failed its gate: " + "; ".join(diagnostics.failures),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    count = saved["count"].item()
+    return Reference(saved["mean"], saved["m2"] / count, saved["ale"], diagnostics, chains)
+
+
+def _rate(grads: int, start: float) -> str:
+    return f"{grads / max(time.monotonic() - start, 1e-9):.0f} gradients/s"
+
+
+def _put(saved: dict, idx: np.ndarray, arrays: dict, num_chains: int) -> None:
+    """Write per-chain arrays (leading axis = the chains ``idx``) into their chain slots."""
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if name not in saved:
+            saved[name] = np.zeros((num_chains, *value.shape[1:]), value.dtype)
+        saved[name][idx] = value
+
+
+_MOMENTS = ("count", "mean", "m2", "ale")
+
+
+def _merge_draws(saved: dict, probs: np.ndarray) -> None:
+    """Merge draws ``[chains, draws, N, K]`` into the float64 predictive moments."""
+    draws = np.asarray(probs, np.float64).reshape(-1, *probs.shape[2:])
+    mean = draws.mean(axis=0)
+    batch = (len(draws), mean, ((draws - mean) ** 2).sum(axis=0), (draws * (1 - draws)).mean(0))
+    previous = tuple(saved[k] for k in _MOMENTS) if "count" in saved else None
+    merged = mcmc.merge_moments(previous, batch)
+    saved.update({k: np.asarray(v) for k, v in zip(_MOMENTS, merged, strict=True)})
+
+
+def _save(path: pathlib.Path | None, saved: dict) -> None:
+    if path is not None:
+        cache.save(path, saved)
