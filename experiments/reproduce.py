@@ -12,7 +12,7 @@ import time
 from gnuq.config import PROFILES
 
 # Appended as the experiments land, in the order `make reproduce` runs them.
-EXPERIMENTS: list[str] = ["binary", "multiclass", "regression", "proxy_bias"]
+EXPERIMENTS: list[str] = ["binary", "multiclass", "regression", "proxy_bias", "scaling"]
 
 
 def main(argv: list[str] | None = None) -> int:

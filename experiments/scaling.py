@@ -47,7 +47,17 @@ from gnuq.paper_values import paper_value
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCES = cache.source_version(ROOT / "gnuq", __file__)  # in every cache key
+# the code that computes a unit, in every cache key (so a change recomputes, and only then)
+SOURCES = cache.source_version(
+    *(
+        ROOT / "gnuq" / f"{m}.py"
+        for m in (
+            "cache", "chunking", "dense", "estimators", "likelihoods", "mcmc", "mcmc_resumable",
+            "models", "problems", "train",
+        )
+    ),
+    __file__,
+)  # fmt: skip
 PAIRS = {("epistemic", "GN"): ("gn", "mcmc_epi"), ("aleatoric", "PE"): ("pe", "mcmc_ale")}
 ACCELERATOR = "needs an accelerator"
 
@@ -62,6 +72,7 @@ class Config:
     grid_resolution: int
     activation: str = "tanh"
     max_hours_per_chain: float = 2.0  # upper-bound cost above which a size is not sampled
+    run_missing: bool = True  # false: render from the cached units only, compute nothing
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     mcmc: McmcConfig = dataclasses.field(default_factory=McmcConfig)
     stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
@@ -262,7 +273,7 @@ def _width(cfg: Config, n_params: int) -> int:
 def _gate(diagnostics: list[dict], n: int, n_params: int) -> str:
     rows = [d for d in diagnostics if (d["n_train"], d["n_params"]) == (n, n_params)]
     if not rows:
-        return "—"
+        return "not run yet"
     if any(d["status"] == ACCELERATOR for d in rows):
         hours = max(d["bound_hours_per_chain"] for d in rows)
         ms = np.median([d["seconds_per_gradient"] for d in rows]) * 1e3
@@ -389,7 +400,8 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
             ax.grid(alpha=0.3)
             if i == 1:
                 ax.set_xlabel("parameters / N" if x_axis == "params_per_n" else "parameters")
-    axes[0, 0].legend(fontsize=8)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=8)
     fig.suptitle(
         f"Scaling sweep, 4-class rings ({profile}): mean over seeds, bars min-max; hollow = "
         "reference failed its gate; dotted = needs an accelerator",
@@ -457,8 +469,9 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
         items,
         cfg.seeds,
         results,
-        (dataclasses.replace(cfg, seeds=(), widths=(), n_train=()), SOURCES),
+        (dataclasses.replace(cfg, seeds=(), widths=(), n_train=(), run_missing=True), SOURCES),
         lambda item, seed, log: run_unit(cfg, item, seed, log, results / "chains"),
+        run_missing=cfg.run_missing,
     )
     claims = render(cfg, profile, units, out)
     print("\n".join(claims[2:]))

@@ -16,12 +16,14 @@ def run_units(
     cache_dir: pathlib.Path,
     key_base: object,
     compute: Callable[[object, int, Callable[[str], None]], dict[str, np.ndarray]],
+    run_missing: bool = True,
 ) -> dict[tuple[str, int], dict[str, np.ndarray]]:
     """``{(name, seed): arrays}`` for every ``(name, item)`` and seed.
 
     Each unit is ``compute(item, seed, log)``, cached under ``cache_dir`` by a hash of
     ``key_base``, the item and the seed (so a changed setting or code version recomputes), and
-    loaded instead when present. ``log`` prints a progress line with the elapsed time.
+    loaded instead when present. ``log`` prints a progress line with the elapsed time. With
+    ``run_missing=False`` only cached units are returned (the others are listed, not computed).
     """
     todo = [(name, item, seed) for name, item in items for seed in seeds]
     units = {}
@@ -38,6 +40,9 @@ def run_units(
         path = cache_dir / f"{name}-seed{seed}-{cache.fingerprint(key_base, item, seed)}.npz"
         if path.exists():
             log("cached")
+        elif not run_missing:
+            log("not computed yet (run_missing = false): left out")
+            continue
         units[(name, seed)] = cache.load_or_compute(
             path, lambda item=item, seed=seed, log=log: compute(item, seed, log)
         )

@@ -4,8 +4,9 @@
 1 065 012-parameter MLP would be 17 GB). ``reference`` here runs the same sampler (the same
 potential, initialisation, window adaptation and NUTS kernel, from ``gnuq.mcmc``) but keeps only
 
-- the predictive moments over the evaluation inputs, merged draw by draw in float64
-  (``mcmc.merge_moments``): Var_s[p_k(x | theta_s)] and E_s[p_k (1 - p_k)];
+- the predictive moments over the evaluation inputs, merged segment by segment in float64
+  (``mcmc.merge_moments``): Var_s[p_k(x | theta_s)] and E_s[p_k (1 - p_k)] (for a Gaussian
+  likelihood Var_s[f(x | theta_s)] and the noise variance, as in ``gnuq.mcmc``);
 - traces for the diagnostics: the predictions at ``diagnostic_inputs`` evenly spaced evaluation
   inputs and ``param_subset`` parameters drawn once at random (parameter R-hat and ESS are those of
   that subset, and say so), plus divergences, acceptance and leapfrog counts.
@@ -66,8 +67,6 @@ def reference(
     stored; ``Reference.chains.positions`` holds the traces of the parameter subset
     ``[chains, samples, param_subset]``. ``checkpoint`` (a ``.npz`` path) makes the run resumable.
     """
-    if likelihood.name == "gaussian":
-        raise ValueError("the streamed reference serves classification; use gnuq.mcmc.reference")
     potential = train.neg_log_posterior(apply_fn, likelihood, prior_precision)
 
     def logdensity(p):
@@ -192,8 +191,11 @@ def reference(
             RuntimeWarning,
             stacklevel=2,
         )
-    count = saved["count"].item()
-    return Reference(saved["mean"], saved["m2"] / count, saved["ale"], diagnostics, chains)
+    ale = saved["ale"]
+    if likelihood.name == "gaussian":  # the moments of f; the aleatoric part is the noise
+        noise = np.nan if likelihood.noise_var is None else likelihood.noise_var
+        ale = np.full_like(ale, noise)
+    return Reference(saved["mean"], saved["m2"] / saved["count"].item(), ale, diagnostics, chains)
 
 
 def _rate(grads: int, start: float) -> str:
