@@ -84,7 +84,7 @@ def reference(
     )
     diag_idx = mcmc.diagnostic_indices(len(x_eval), config.diagnostic_inputs)
     chain_keys = jax.random.split(k_sample, config.num_chains)
-    algorithm, _ = mcmc.algorithm_and_extra(config)
+    algorithm, extra = mcmc.algorithm_and_extra(config)
     warm = mcmc.warmup_program(logdensity, config)
 
     def warm_chain(key, position):
@@ -93,10 +93,7 @@ def reference(
 
     def segment_chain(key, index, state, step_size, inverse_mass_matrix):
         kernel = algorithm(
-            logdensity,
-            step_size=step_size,
-            inverse_mass_matrix=inverse_mass_matrix,
-            **mcmc.algorithm_and_extra(config)[1],
+            logdensity, step_size=step_size, inverse_mass_matrix=inverse_mass_matrix, **extra
         ).step
         keys = jax.random.split(jax.random.fold_in(jax.random.split(key)[1], index), stream.segment)
 
@@ -115,7 +112,10 @@ def reference(
     ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
     saved = None if ckpt is None else cache.load(ckpt)
     if saved is None:
-        saved = {"warmed": np.zeros(config.num_chains, bool), "done": np.zeros(config.num_chains)}
+        saved = {
+            "warmed": np.zeros(config.num_chains, bool),  # warm-up done, per chain
+            "done": np.zeros(config.num_chains, int),  # segments sampled, per chain
+        }
     else:
         saved = {k: v.copy() for k, v in saved.items()}  # writable
         log(f"resuming from {ckpt.name}: {int(saved['done'].min())}/{n_segments} segments done")
@@ -131,8 +131,8 @@ def reference(
         state, step_size, imm, steps = run_warm(
             chain_keys[idx], jax.tree.map(lambda a, i=idx: a[i], init)
         )
-        extra = {"step_size": step_size, "inverse_mass_matrix": imm, "warmup_steps": steps}
-        _put(saved, idx, cache.tree_to_arrays(state, "state") | extra, config.num_chains)
+        tuned = {"step_size": step_size, "inverse_mass_matrix": imm, "warmup_steps": steps}
+        _put(saved, idx, cache.tree_to_arrays(state, "state") | tuned, config.num_chains)
         saved["warmed"][idx] = True
         grads += int(np.sum(steps))
         _save(ckpt, saved)
