@@ -25,25 +25,22 @@ import time
 from collections.abc import Sequence
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
 import gnuq
+from experiments import scaling_report
 from experiments.units import run_units
 from gnuq import (
     cache,
     config,
     likelihoods,
     mcmc_resumable,
-    metrics,
     models,
     problems,
-    report,
     train,
 )
 from gnuq.mcmc import McmcConfig
 from gnuq.mcmc_resumable import StreamConfig
-from gnuq.paper_values import paper_value
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -58,8 +55,6 @@ SOURCES = cache.source_version(
     ),
     __file__,
 )  # fmt: skip
-PAIRS = {("epistemic", "GN"): ("gn", "mcmc_epi"), ("aleatoric", "PE"): ("pe", "mcmc_ale")}
-ACCELERATOR = "needs an accelerator"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +71,6 @@ class Config:
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     mcmc: McmcConfig = dataclasses.field(default_factory=McmcConfig)
     stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
-
-
-def model_name(width: int) -> str:
-    return "LogReg" if width == 0 else f"MLP({width},{width})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,8 +107,8 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
     }
     if bound_h > cfg.max_hours_per_chain:
         log(
-            f"{ACCELERATOR}: {grad_s * 1e3:.2f} ms per gradient, up to {bound_h:.1f} h per chain "
-            f"> max_hours_per_chain = {cfg.max_hours_per_chain}"
+            f"{scaling_report.ACCELERATOR}: {grad_s * 1e3:.2f} ms per gradient, up to "
+            f"{bound_h:.1f} h per chain > max_hours_per_chain = {cfg.max_hours_per_chain}"
         )
         return arrays | {"sampled": np.asarray(False)}
 
@@ -174,284 +165,6 @@ def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: 
 
 
 # ---------------------------------------------------------------------------------------------
-# records and rendering
-
-
-def unit_records(cfg: Config, width: int, seed: int, a: dict) -> list[dict]:
-    """Correlation records (per class and pooled "overall") of a sampled unit."""
-    if not bool(a["sampled"]):
-        return []
-    records = []
-    for (quantity, method), (est, ref) in PAIRS.items():
-        for klass in [*range(a["gn"].shape[1]), "overall"]:
-            cols = slice(None) if klass == "overall" else slice(klass, klass + 1)
-            r, rho = metrics.correlations(a[est][:, cols], a[ref][:, cols])
-            records.append(
-                {
-                    "problem": cfg.problem,
-                    "model": model_name(width),
-                    "n_params": int(a["n_params"]),
-                    "n_train": int(a["n_train"]),
-                    "quantity": quantity,
-                    "method": method,
-                    "class": klass,
-                    "seed": seed,
-                    "pearson": r,
-                    "spearman": rho,
-                }
-            )
-    return records
-
-
-def diagnostics_row(cfg: Config, width: int, seed: int, a: dict) -> dict:
-    row = {
-        "problem": cfg.problem,
-        "model": model_name(width),
-        "n_params": int(a["n_params"]),
-        "n_train": int(a["n_train"]),
-        "seed": seed,
-        "seconds_per_gradient": float(a["seconds_per_gradient"]),
-        "bound_hours_per_chain": float(a["bound_hours_per_chain"]),
-    }
-    if not bool(a["sampled"]):
-        empty = {"rhat_max": None, "ess_bulk_min": None, "divergences": None, "ok": False}
-        return row | empty | {"status": ACCELERATOR}
-    return row | {
-        "status": "sampled",
-        "rhat_max": float(a["rhat_max"]),
-        "ess_bulk_min": float(a["ess_bulk_min"]),
-        "divergences": int(a["divergences"]),
-        "ok": bool(a["ok"]),
-        "rhat_max_params": float(a["rhat_params"]),
-        "ess_bulk_min_params": float(a["ess_params"]),
-        "rhat_max_predictive": float(a["rhat_predictive"]),
-        "ess_bulk_min_predictive": float(a["ess_predictive"]),
-        "mean_tree_depth": float(a["mean_tree_depth"]),
-        "sampling_seconds": float(a["sampling_seconds"]),
-        "gradients": int(a["gradients"]),
-    }
-
-
-def curve(records: list[dict], quantity: str, stat: str) -> dict[int, dict[int, list[float]]]:
-    """``{N: {n_params: [value per seed]}}`` of the pooled ("overall") correlations."""
-    out: dict[int, dict[int, list[float]]] = {}
-    for r in records:
-        if r["quantity"] == quantity and r["class"] == "overall":
-            out.setdefault(r["n_train"], {}).setdefault(r["n_params"], []).append(r[stat])
-    return out
-
-
-def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[str]:
-    """Table 10, diagnostics, Figure 3 (and its parameters / N companion) and the claims."""
-    records, diagnostics = [], []
-    for (_, seed), a in sorted(units.items(), key=lambda kv: _order(kv[1], kv[0][1])):
-        width = _width(cfg, int(a["n_params"]))
-        records += unit_records(cfg, width, seed, a)
-        diagnostics.append(diagnostics_row(cfg, width, seed, a))
-    report.write_results(out, cfg.experiment, profile, cfg, records, diagnostics)
-    report.write_table(out, "table10", table10(cfg, profile, records, diagnostics))
-    report.write_table(out, "diagnostics", diagnostics_table(cfg, diagnostics))
-    for x_axis in ("params", "params_per_n"):
-        scaling_figure(cfg, profile, records, diagnostics, x_axis, out)
-    claims = check_claims(cfg, records, diagnostics)
-    (out / "claims.md").write_text("\n".join(claims) + "\n")
-    return claims
-
-
-def _order(a: dict, seed: int) -> tuple:
-    return (int(a["n_train"]), int(a["n_params"]), seed)
-
-
-def _width(cfg: Config, n_params: int) -> int:
-    for w in cfg.widths:
-        widths = () if w == 0 else (w, w)
-        if models.mlp_param_count(2, widths, 4) == n_params:
-            return w
-    raise ValueError(f"no configured width has {n_params} parameters")
-
-
-def _gate(diagnostics: list[dict], n: int, n_params: int) -> str:
-    rows = [d for d in diagnostics if (d["n_train"], d["n_params"]) == (n, n_params)]
-    if not rows:
-        return "not run yet"
-    if any(d["status"] == ACCELERATOR for d in rows):
-        hours = max(d["bound_hours_per_chain"] for d in rows)
-        ms = np.median([d["seconds_per_gradient"] for d in rows]) * 1e3
-        return f"{ACCELERATOR} ({ms:.2f} ms/gradient, <= {hours:.1f} h/chain)"
-    passed = sum(d["ok"] for d in rows)
-    return f"{passed}/{len(rows)} pass"
-
-
-def table10(cfg, profile, records, diagnostics) -> tuple[str, str]:
-    cells = {}
-    for r in records:
-        if r["class"] == "overall":
-            key = (r["n_train"], r["n_params"], r["quantity"])
-            cells.setdefault(key, []).append((r["pearson"], r["spearman"]))
-    header = ["model", "params", "N"]
-    for q in ("epi", "ale"):
-        header += [f"{q} r", "paper", f"{q} ρ", "paper"]
-    header.append("reference")
-    body = []
-    for n in cfg.n_train:
-        for w in cfg.widths:
-            n_params = models.mlp_param_count(2, () if w == 0 else (w, w), 4)
-            line = [model_name(w), f"{n_params:,}".replace(",", " "), str(n)]
-            for quantity, method in PAIRS:
-                ours = cells.get((n, n_params, quantity), [])
-                paper = paper_value("scaling", n_params, quantity, method, "overall")
-                for stat in (0, 1):
-                    line.append(report.spread_cell([v[stat] for v in ours]))
-                    line.append("—" if paper is None else f"{paper[stat]:.2f}")
-            line.append(_gate(diagnostics, n, n_params))
-            body.append(line)
-    seeds = f"{len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}"
-    caption = (
-        f"Scaling sweep on 4-class rings: GN (epistemic) and PE (aleatoric) vs the NUTS "
-        f"reference, pooled over classes ({profile} profile, {seeds}: mean [min, max]); 'paper' "
-        f"columns are the paper's Table 10, whose training-set size is not stated"
-    )
-    return report.rows_table(header, body, caption)
-
-
-def diagnostics_table(cfg: Config, diagnostics: list[dict]) -> tuple[str, str]:
-    def fmt(d, key, spec):
-        return "—" if d.get(key) is None else format(d[key], spec)
-
-    body = [
-        [
-            d["model"],
-            d["n_params"],
-            d["n_train"],
-            d["seed"],
-            f"{d['seconds_per_gradient'] * 1e3:.3f}",
-            fmt(d, "mean_tree_depth", ".1f"),
-            fmt(d, "sampling_seconds", ".0f"),
-            fmt(d, "rhat_max_predictive", ".3f"),
-            fmt(d, "ess_bulk_min_predictive", ".0f"),
-            fmt(d, "rhat_max_params", ".3f"),
-            fmt(d, "divergences", "d"),
-            d["status"] if d["status"] == ACCELERATOR else ("ok" if d["ok"] else "**failed**"),
-        ]
-        for d in diagnostics
-    ]
-    header = [
-        "model",
-        "params",
-        "N",
-        "seed",
-        "ms / gradient",
-        "tree depth",
-        "sampling s",
-        "R-hat (pred.)",
-        "ESS (pred.)",
-        f"R-hat ({cfg.stream.param_subset} params)",
-        "divergences",
-        "gate",
-    ]
-    caption = (
-        f"NUTS references ({cfg.mcmc.num_chains} chains, {cfg.mcmc.num_warmup} warm-up + "
-        f"{cfg.mcmc.num_samples} draws; gate on the {cfg.mcmc.gate} quantities: R-hat <= "
-        f"{cfg.mcmc.max_rhat}, bulk ESS >= {cfg.mcmc.min_ess:.0f}, divergences <= "
-        f"{cfg.mcmc.max_divergences}); parameter R-hat over a fixed random subset; sizes whose "
-        f"upper-bound cost exceeds {cfg.max_hours_per_chain} h per chain are not sampled here"
-    )
-    return report.rows_table(header, body, caption)
-
-
-def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib.Path) -> None:
-    """Figure 3: pooled correlation vs parameters (or parameters / N), one line per N, seeds as
-    min-max bars; hollow markers where a reference failed its gate; the paper as crosses."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, layout="constrained")
-    colours = plt.cm.viridis(np.linspace(0, 0.85, len(cfg.n_train)))
-    failed = {(d["n_train"], d["n_params"]) for d in diagnostics if not d["ok"]}
-    accel = {(d["n_train"], d["n_params"]) for d in diagnostics if d["status"] == ACCELERATOR}
-    for i, (quantity, method) in enumerate(PAIRS):
-        for j, stat in enumerate(("pearson", "spearman")):
-            ax = axes[i, j]
-            data = curve(records, quantity, stat)
-            for n, colour in zip(cfg.n_train, colours, strict=True):
-                points = sorted(data.get(n, {}).items())
-                if not points:
-                    continue
-                p = np.array([k for k, _ in points], float)
-                scale = n if x_axis == "params_per_n" else 1
-                xs = p / scale
-                mean = np.array([np.mean(v) for _, v in points])
-                lo = mean - np.array([np.min(v) for _, v in points])
-                hi = np.array([np.max(v) for _, v in points]) - mean
-                ax.errorbar(xs, mean, yerr=[lo, hi], color=colour, lw=1.2, capsize=2)
-                bad = np.array([(n, int(k)) in failed for k in p])
-                ax.scatter(xs[~bad], mean[~bad], color=colour, s=25, zorder=3, label=f"N = {n}")
-                ax.scatter(xs[bad], mean[bad], fc="white", ec=colour, s=25, zorder=3)
-                for k in sorted(k for m, k in accel if m == n):
-                    ax.axvline(k / scale, color=colour, ls=":", lw=0.8)
-            if x_axis == "params":
-                sizes = [models.mlp_param_count(2, () if w == 0 else (w, w), 4) for w in cfg.widths]
-                paper = [(s, paper_value("scaling", s, quantity, method, "overall")) for s in sizes]
-                paper = [(s, v[j]) for s, v in paper if v is not None]
-                if paper:
-                    xs, ys = zip(*paper, strict=True)
-                    ax.plot(xs, ys, "kx--", lw=0.8, ms=6, label="paper (N not stated)")
-            else:
-                ax.axvline(1.0, color="grey", lw=0.8)
-            ax.set_xscale("log")
-            ax.set_title(f"{quantity} ({method}) vs NUTS: {stat}", fontsize=10)
-            ax.grid(alpha=0.3)
-            if i == 1:
-                ax.set_xlabel("parameters / N" if x_axis == "params_per_n" else "parameters")
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=8)
-    fig.suptitle(
-        f"Scaling sweep, 4-class rings ({profile}): mean over seeds, bars min-max; hollow = "
-        "reference failed its gate; dotted = needs an accelerator",
-        fontsize=10,
-    )
-    stem = out / ("figure3" if x_axis == "params" else "figure3_params_per_n")
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
-    fig.savefig(stem.with_suffix(".pdf"), metadata=report.PDF_METADATA)
-    plt.close(fig)
-
-
-def check_claims(cfg: Config, records: list[dict], diagnostics: list[dict]) -> list[str]:
-    """The U-shape, per N and statistic, on the epistemic curve of references that pass the
-    gate: its minimum lies at an intermediate size, the largest sampled size recovers by >= 0.05
-    above it, and (the paper's mechanism) the minimum sits where parameters pass N (within 5x)."""
-    lines = ["# Claims tested by the scaling experiment", ""]
-    ok = {(d["n_train"], d["n_params"], d["seed"]) for d in diagnostics if d["ok"]}
-    passing = [r for r in records if (r["n_train"], r["n_params"], r["seed"]) in ok]
-    for n in cfg.n_train:
-        for stat, symbol in (("pearson", "r"), ("spearman", "ρ")):
-            points = sorted(curve(passing, "epistemic", stat).get(n, {}).items())
-            prefix = f"N = {n}, epistemic {symbol}"
-            if len(points) < 3:
-                lines.append(
-                    f"- **not testable**: {prefix}: {len(points)} sizes with passing references "
-                    "(a U needs three)"
-                )
-                continue
-            sizes = [k for k, _ in points]
-            means = [float(np.mean(v)) for _, v in points]
-            low = int(np.argmin(means))
-            interior = 0 < low < len(points) - 1
-            recovery = means[-1] - means[low]
-            curve_text = ", ".join(f"{k}: {m:.2f}" for k, m in zip(sizes, means, strict=True))
-            u_shape = interior and recovery >= 0.05
-            lines.append(
-                f"- **{'holds' if u_shape else 'fails'}**: {prefix}: a U-shape (minimum at an "
-                f"intermediate size, the largest recovers by >= 0.05) (minimum {means[low]:.2f} at "
-                f"{sizes[low]} params, largest {means[-1]:.2f}; curve {curve_text})"
-            )
-            ratio = sizes[low] / n
-            lines.append(
-                f"- **{'holds' if u_shape and 0.2 <= ratio <= 5 else 'fails'}**: {prefix}: "
-                f"the turn sits where parameters pass N (minimum at params / N = {ratio:.2g}; "
-                "holds within 5x, and only with a U)"
-            )
-    return lines
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
@@ -473,7 +186,7 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
         lambda item, seed, log: run_unit(cfg, item, seed, log, results / "chains"),
         run_missing=cfg.run_missing,
     )
-    claims = render(cfg, profile, units, out)
+    claims = scaling_report.render(cfg, profile, units, out)
     print("\n".join(claims[2:]))
     print(f"wrote {out} in {time.monotonic() - start:.0f} s")
     return 0

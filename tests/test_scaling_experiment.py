@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from experiments import scaling
+from experiments import scaling, scaling_report
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
 
@@ -52,9 +52,9 @@ def test_sizes_over_budget_are_reported_not_sampled(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert data["records"] == []
     (row,) = data["diagnostics"]
-    assert row["status"] == scaling.ACCELERATOR and row["ok"] is False
+    assert row["status"] == scaling_report.ACCELERATOR and row["ok"] is False
     assert row["seconds_per_gradient"] > 0 and row["bound_hours_per_chain"] > 0
-    assert scaling.ACCELERATOR in (out / "table10.md").read_text()
+    assert scaling_report.ACCELERATOR in (out / "table10.md").read_text()
 
 
 def _records(curve: dict[int, float], n_train: int = 100) -> list[dict]:
@@ -78,7 +78,7 @@ def _claims(curve: dict[int, float]) -> list[str]:
         grid_resolution=8,
     )  # fmt: skip
     diagnostics = [{"n_train": 100, "n_params": k, "seed": 0, "ok": True} for k in curve]
-    return scaling.check_claims(cfg, _records(curve), diagnostics)[2:]
+    return scaling_report.check_claims(cfg, _records(curve), diagnostics)[2:]
 
 
 def test_claims_mark_a_u_shape_and_where_it_turns():
