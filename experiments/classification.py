@@ -147,13 +147,9 @@ def unit_records(spec: ProblemSpec, seed: int, arrays: dict) -> list[dict]:
         ("aleatoric", "LA"): ("la_ale", "mcmc_ale"),
         ("aleatoric", "PE-vs-LA"): ("pe", "la_ale"),
     }
-    n_classes = arrays["gn"].shape[1]
-    classes = ["overall"] if n_classes == 1 else [*range(n_classes), "overall"]
     records = []
     for (quantity, method), (a, b) in pairs.items():
-        for klass in classes:
-            cols = slice(None) if klass == "overall" else slice(klass, klass + 1)
-            r, rho = metrics.correlations(arrays[a][:, cols], arrays[b][:, cols])
+        for klass, r, rho in metrics.class_correlations(arrays[a], arrays[b]):
             records.append(
                 {
                     "problem": spec.name,

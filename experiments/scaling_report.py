@@ -31,9 +31,7 @@ def unit_records(cfg, width: int, seed: int, a: dict) -> list[dict]:
         return []
     records = []
     for (quantity, method), (est, ref) in PAIRS.items():
-        for klass in [*range(a["gn"].shape[1]), "overall"]:
-            cols = slice(None) if klass == "overall" else slice(klass, klass + 1)
-            r, rho = metrics.correlations(a[est][:, cols], a[ref][:, cols])
+        for klass, r, rho in metrics.class_correlations(a[est], a[ref]):
             records.append(
                 {
                     "problem": cfg.problem,

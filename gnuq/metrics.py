@@ -22,6 +22,17 @@ def correlations(estimate, reference) -> tuple[float, float]:
     return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
 
 
+def class_correlations(estimate, reference) -> list[tuple[int | str, float, float]]:
+    """``(class, r, rho)`` between ``[N, K]`` maps: per class, then pooled over all (input,
+    class) pairs as class "overall"; with one column only "overall"."""
+    estimate, reference = np.asarray(estimate), np.asarray(reference)
+    if estimate.ndim != 2 or estimate.shape != reference.shape:
+        raise ValueError(f"need two [N, K] maps, got {estimate.shape} and {reference.shape}")
+    classes = range(estimate.shape[1]) if estimate.shape[1] > 1 else []
+    per_class = [(c, *correlations(estimate[:, c], reference[:, c])) for c in classes]
+    return [*per_class, ("overall", *correlations(estimate, reference))]
+
+
 def spread(values) -> tuple[float, float, float]:
     """Mean, min and max of a list of numbers (the "mean [min, max] across seeds" of tables)."""
     v = np.asarray(values, np.float64)

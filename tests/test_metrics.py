@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from gnuq import metrics
 
@@ -43,3 +44,16 @@ def test_welch_against_hand_computation():
 
     assert p == pytest.approx(2 * stats.t.sf(abs(t), dof))
     assert d == pytest.approx((2.5 - 6.0) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2))
+
+
+def test_class_correlations_per_class_and_pooled():
+    rng = np.random.default_rng(0)
+    est = rng.random((50, 3))
+    ref = est + 0.1 * rng.random((50, 3))
+    out = metrics.class_correlations(est, ref)
+    assert [c for c, _, _ in out] == [0, 1, 2, "overall"]
+    assert out[1][1] == pytest.approx(stats.pearsonr(est[:, 1], ref[:, 1])[0])
+    assert out[3][2] == pytest.approx(stats.spearmanr(est.ravel(), ref.ravel())[0])
+    assert [c for c, _, _ in metrics.class_correlations(est[:, :1], ref[:, :1])] == ["overall"]
+    with pytest.raises(ValueError, match=r"\[N, K\]"):
+        metrics.class_correlations(est[:, 0], ref[:, 0])
