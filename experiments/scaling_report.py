@@ -240,7 +240,7 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
                     xs, ys = zip(*paper, strict=True)
                     ax.plot(xs, ys, "kx--", lw=0.8, ms=6, label="paper (N not stated)")
             else:
-                ax.axvline(1.0, color="grey", lw=0.8)
+                ax.axvline(1.0, color="grey", lw=0.8, label="parameters = N")
             ax.set_xscale("log")
             ax.set_title(f"{quantity} ({method}) vs NUTS: {stat}", fontsize=10)
             ax.grid(alpha=0.3)
