@@ -208,19 +208,12 @@ def _kfac(apply_fn, params, x, y, weights, lik, kind) -> tuple[KronFactor, ...]:
 
     @jax.jit
     def factors(x, y, weights):
-        _, _, layers = tapped_apply(apply_fn, params, x, None)
-        taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
+        def cotangents(out):
+            if kind == "ggn":  # columns of Lambda_n^(1/2), one cotangent [N, K] per column
+                return jnp.moveaxis(_sqrt_psd(_output_hessians(lik, out, y)), 2, 0)
+            return jax.grad(lambda o: jnp.sum(lik.nll(o, y)))(out)[None]  # the NLL's gradient
 
-        def outputs(t):
-            out, inputs, _ = tapped_apply(apply_fn, params, x, t)
-            return lik.outputs(out), inputs
-
-        out, vjp_fn, inputs = jax.vjp(outputs, taps, has_aux=True)
-        if kind == "ggn":  # columns of Lambda_n^(1/2), one cotangent [N, K] per column
-            cot = jnp.moveaxis(_sqrt_psd(_output_hessians(lik, out, y)), 2, 0)
-        else:  # the NLL's gradient w.r.t. the outputs
-            cot = jax.grad(lambda o: jnp.sum(lik.nll(o, y)))(out)[None]
-        (deltas,) = jax.vmap(vjp_fn)(cot)  # each [K', N, d_out]
+        _, inputs, deltas, layers = layer_backward(apply_fn, params, x, lik.outputs, cotangents)
         result = []
         for a, d, layer in zip(inputs, deltas, layers, strict=True):
             if layer.use_bias:
@@ -239,6 +232,34 @@ def _kfac(apply_fn, params, x, y, weights, lik, kind) -> tuple[KronFactor, ...]:
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared with laplace.py
+
+
+def layer_backward(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    head: Callable[[Array], Array],
+    cotangents: Callable[[Array], Array],
+) -> tuple[Array, list[Array], list[Array], list]:
+    """Every Dense layer's inputs and pre-activation gradients, from batched backward passes.
+
+    With ``out = head(apply_fn(params, x)) [N, K]`` and ``cot = cotangents(out) [K', N, K]``,
+    returns ``(out, inputs, deltas, layers)`` in call order: ``inputs[l] [N, d_in]`` and
+    ``deltas[l] [K', N, d_out]``, ``deltas[l][k, n]`` = d <cot[k, n], out[n]> / d z_l(x_n), the
+    gradient w.r.t. the layer's pre-activation z_l. Example n's weight gradient of that
+    scalar is then the outer product ``[inputs[l][n], 1] deltas[l][k, n]^T`` (bias as the last
+    row, as in ``stack_dense``): one backward pass per k serves every example at once.
+    """
+    _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced for the layer widths only
+    taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
+
+    def outputs(t):
+        raw, inputs, _ = tapped_apply(apply_fn, params, x, t)
+        return head(raw), inputs
+
+    out, vjp_fn, inputs = jax.vjp(outputs, taps, has_aux=True)
+    (deltas,) = jax.vmap(vjp_fn)(cotangents(out))
+    return out, inputs, deltas, layers
 
 
 def last_dense_path(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[str, ...]:

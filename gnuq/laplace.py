@@ -8,6 +8,17 @@ Posterior N(theta*, Sigma) with precision Sigma^-1 = C + lambda I, C a curvature
                            Var_s[p_k(x | theta_s)] (non-linearised epistemic) and
                            E_s[p_k (1 - p_k)] (the "Laplace aleatoric" of the paper's Table 6)
 
+For the layer-wise structures (``kfac``, ``diag``) of a model made of Dense layers, g^T Sigma g
+is computed without forming g: example n's gradient in layer l is the outer product a delta^T
+(a the layer input with a 1 appended for the bias, delta the gradient w.r.t. its
+pre-activation), so with Sigma_l = (A (x) B + lambda I)^-1, A = Qa diag(sa) Qa^T and
+B = Qb diag(sb) Qb^T,
+
+    g_l^T Sigma_l g_l = sum_ij (Qa^T a)_i^2 (Qb^T delta)_j^2 / (sa_i sb_j + lambda)
+
+(for ``diag``: sum_ij a_i^2 delta_j^2 / (D_ij + lambda)), every delta from one batched backward
+pass per output, as in the estimator's dense identity.
+
 Proxy Hessians (paper Sec. 3.1): the empirical Fisher of part of the data (``mask``) as C, so
 U_A = g^T (F_A + lambda I)^-1 g, while the gradient norm is U_I = ||g||^2.
 
@@ -33,13 +44,31 @@ from gnuq.curvature import (
     Curvature,
     curvature,
     get_path,
+    layer_backward,
     restrict,
     set_path,
     stack_dense,
     unstack_dense,
 )
+from gnuq.dense import dense_obstacle
 from gnuq.mcmc import predictive_moments
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
+
+LINEARISED_METHODS = ("auto", "dense", "vmap")
+DEFAULT_CHUNK = {"dense": 2048, "vmap": 32}
+
+
+class LayerInverse(NamedTuple):
+    """One Dense layer's block of Sigma, for per-example gradients vec(a delta^T).
+
+    That block's part of g^T Sigma g is sum_ij (qa^T a)_i^2 (qb^T delta)_j^2 weights_ij, with
+    ``a [d_in (+1)]`` (1 appended for the bias), ``delta [d_out]``; ``qa``/``qb`` None mean the
+    identity (no rotation).
+    """
+
+    qa: Array | None  # [d_in (+1), d_in (+1)]
+    qb: Array | None  # [d_out, d_out]
+    weights: Array  # [d_in (+1), d_out]
 
 
 class Posterior(NamedTuple):
@@ -47,6 +76,8 @@ class Posterior(NamedTuple):
 
     ``inv_quad(v [..., P]) -> [...]`` is v^T Sigma v and ``sample(key, n) -> [n, P]`` draws
     theta - theta*, both in the flat (``ravel_pytree``) coordinates of that (sub-)tree.
+    ``layer_inverse(path, use_bias)`` gives the Dense layer at ``path``'s block of Sigma when
+    Sigma is block-diagonal over Dense layers (kfac, diag), else it is None.
     """
 
     structure: str
@@ -55,6 +86,7 @@ class Posterior(NamedTuple):
     path: tuple[str, ...] | None  # None: all parameters
     inv_quad: Callable[[Array], Array]
     sample: Callable[[PRNGKey, int], Array]
+    layer_inverse: Callable[[tuple[str, ...], bool], LayerInverse] | None = None
 
 
 def posterior(
@@ -99,8 +131,13 @@ def posterior(
 
         return Posterior(curv.structure, curv.kind, lam, curv.path, inv_quad, sample)
 
+    _, unravel = ravel_pytree(params)
     if curv.structure == "diag":
         d = curv.diagonal + lam
+
+        def diag_layer(path: tuple[str, ...], use_bias: bool) -> LayerInverse:
+            return LayerInverse(None, None, stack_dense(get_path(unravel(1 / d), path), use_bias))
+
         return Posterior(
             "diag",
             curv.kind,
@@ -108,11 +145,20 @@ def posterior(
             None,
             lambda v: jnp.sum(v**2 / d, axis=-1),
             lambda key, n: jax.random.normal(key, (n, d.size), d.dtype) / jnp.sqrt(d),
+            diag_layer,
         )
 
     # kfac: per layer (A (x) B + lambda I)^-1 in the eigenbases of A and B
-    _, unravel = ravel_pytree(params)
     eig = [(jnp.linalg.eigh(f.A), jnp.linalg.eigh(f.B)) for f in curv.factors]
+    blocks = {
+        (f.path, f.use_bias): LayerInverse(qa, qb, 1 / (jnp.outer(ea, eb) + lam))
+        for f, ((ea, qa), (eb, qb)) in zip(curv.factors, eig, strict=True)
+    }
+
+    def kfac_layer(path: tuple[str, ...], use_bias: bool) -> LayerInverse:
+        if (path, use_bias) not in blocks:
+            raise ValueError(f"no KFAC factor for the Dense layer {'/'.join(path)}")
+        return blocks[(path, use_bias)]
 
     def layer_quad(v):
         tree = unravel(v)
@@ -140,7 +186,7 @@ def posterior(
     def sample(key, n):
         return jax.vmap(layer_sample)(jax.random.split(key, n))
 
-    return Posterior("kfac", curv.kind, lam, None, inv_quad, sample)
+    return Posterior("kfac", curv.kind, lam, None, inv_quad, sample, kfac_layer)
 
 
 def laplace_posterior(
@@ -211,9 +257,106 @@ def linearised_epistemic(
     x: Array,
     likelihood: likelihoods.Likelihood,
     post: Posterior,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
+    method: str = "auto",
 ) -> Array:
-    """``[N, K]`` g^T Sigma g with g = grad_theta predict_k(x_n), the estimator's gradients."""
+    """``[N, K]`` g^T Sigma g with g = grad_theta predict_k(x_n), the estimator's gradients.
+
+    ``method``: ``"dense"`` forms no per-example gradient (layer inputs and pre-activation
+    gradients in the eigenbases of the KFAC factors, or weighted by the diagonal; needs a kfac or
+    diag posterior over a model made of Dense layers); ``"vmap"`` forms each g with
+    ``vmap(jacrev)`` and applies ``post.inv_quad`` (any posterior, any model); ``"auto"`` picks
+    dense where it applies. ``chunk_size``: examples per chunk (default 2048 dense, 32 vmap).
+    """
+    return linearised_epistemic_fn(
+        apply_fn, params, likelihood, post, chunk_size=chunk_size, method=method
+    )(x)
+
+
+def linearised_epistemic_fn(
+    apply_fn: ApplyFn,
+    params: Params,
+    likelihood: likelihoods.Likelihood,
+    post: Posterior,
+    *,
+    chunk_size: int | None = None,
+    method: str = "auto",
+) -> Callable[[Array], Array]:
+    """``linearised_epistemic`` as a jitted ``x [N, ...] -> [N, K]``, compiled once per shape.
+
+    For querying one posterior on many batches; arguments as in ``linearised_epistemic``.
+    """
+    if method not in LINEARISED_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {LINEARISED_METHODS}")
+
+    @jax.jit
+    def query(x: Array) -> Array:
+        resolved = _resolve_linearised(apply_fn, params, x, post, method)
+        chunk = chunk_size or DEFAULT_CHUNK[resolved]
+        if resolved == "dense":
+            return chunked_map(
+                lambda xc: _dense_inv_quad(apply_fn, params, xc, likelihood, post), x, chunk
+            )
+        return _vmap_inv_quad(apply_fn, params, x, likelihood, post, chunk)
+
+    return query
+
+
+def _resolve_linearised(
+    apply_fn: ApplyFn, params: Params, x: Array, post: Posterior, method: str
+) -> str:
+    if method == "vmap":
+        return method
+    if post.layer_inverse is None:
+        reason = f"the {post.structure} posterior is not block-diagonal over Dense layers"
+    else:
+        reason = dense_obstacle(apply_fn, params, x)
+    if reason is None:
+        return "dense"
+    if method == "dense":
+        raise ValueError(f"method='dense' does not apply: {reason}. Use method='vmap'.")
+    return "vmap"
+
+
+def _dense_inv_quad(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    likelihood: likelihoods.Likelihood,
+    post: Posterior,
+) -> Array:
+    """``[n, K]`` g^T Sigma g from layer inputs and pre-activation gradients (module docstring)."""
+
+    def cotangents(pred: Array) -> Array:  # one per output k: e_k at every example
+        k = pred.shape[1]
+        return jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, *pred.shape))
+
+    pred, inputs, deltas, layers = layer_backward(
+        apply_fn, params, x, likelihood.predict, cotangents
+    )
+    total = jnp.zeros(pred.shape, pred.dtype)
+    for a, d, layer in zip(inputs, deltas, layers, strict=True):
+        block = post.layer_inverse(tuple(layer.path), layer.use_bias)
+        a = a.astype(pred.dtype)
+        if layer.use_bias:
+            a = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
+        if block.qa is not None:
+            a = a @ block.qa
+        if block.qb is not None:
+            d = d @ block.qb  # [K, n, d_out]
+        total = total + jnp.einsum("nj,knj->nk", a**2 @ block.weights, d**2)
+    return total
+
+
+def _vmap_inv_quad(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    likelihood: likelihoods.Likelihood,
+    post: Posterior,
+    chunk: int,
+) -> Array:
+    """``[N, K]`` post.inv_quad of each example's gradients formed with ``vmap(jacrev)``."""
     if post.path is None:
         fn, sub = apply_fn, params
     else:
@@ -223,13 +366,7 @@ def linearised_epistemic(
     def predict(theta, xi):
         return likelihood.predict(fn(unravel(theta), xi[None]))[0]  # [K]
 
-    @jax.jit
-    def run(x):
-        return chunked_map(
-            jax.vmap(lambda xi: post.inv_quad(jax.jacrev(predict)(flat, xi))), x, chunk_size
-        )
-
-    return run(x)
+    return chunked_map(jax.vmap(lambda xi: post.inv_quad(jax.jacrev(predict)(flat, xi))), x, chunk)
 
 
 def sampled_moments(
