@@ -151,7 +151,8 @@ def table10(cfg, profile, records, diagnostics) -> tuple[str, str]:
                     line.append("—" if paper is None else f"{paper[stat]:.2f}")
             line.append(_gate(diagnostics, n, n_params))
             body.append(line)
-    seeds = f"{len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}"
+    ran = sorted({r["seed"] for r in records})
+    seeds = f"seed{'s' * (len(ran) > 1)} {', '.join(map(str, ran)) or 'none yet'}"
     caption = (
         f"Scaling sweep on 4-class rings: GN (epistemic) and PE (aleatoric) vs the NUTS "
         f"reference, pooled over classes ({profile} profile, {seeds}: mean [min, max]); 'paper' "
