@@ -25,8 +25,9 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert {r["class"] for r in data["records"]} == {0, 1, 2, 3, "overall"}
     assert all(-1 <= r["pearson"] <= 1 and -1 <= r["spearman"] <= 1 for r in data["records"])
     assert [d["status"] for d in data["diagnostics"]] == ["sampled", "sampled"]
-    for name in ("table10.md", "table10.tex", "diagnostics.md", "claims.md"):
-        assert (out / name).exists()
+    for name in ("table10", "table10_per_class", "diagnostics"):
+        assert (out / f"{name}.md").exists() and (out / f"{name}.tex").exists()
+    assert (out / "claims.md").exists()
     for stem in ("figure3", "figure3_params_per_n"):
         assert (out / f"{stem}.png").exists() and (out / f"{stem}.pdf").exists()
     if CHECKER.exists():
