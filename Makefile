@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/gradient_norms.py
 	$(PY) benchmarks/mcmc.py
 	$(PY) benchmarks/laplace.py
+	$(PY) benchmarks/scaling_gradients.py
+	$(PY) benchmarks/cost.py
 
 clean:  # cached intermediate results and tool caches; figures/ is committed and kept
 	rm -rf results .pytest_cache .ruff_cache build gnuq.egg-info
