@@ -139,6 +139,7 @@ def reference(
         log(f"warm-up of chains {group} done ({method}; {_rate(grads, start)})")
 
     todo = [(s, g) for s in range(n_segments) for g in groups if (saved["done"][g] <= s).any()]
+    sampling_start = time.monotonic()  # the ETA extrapolates sampling, not the warm-up
     for i, (s, group) in enumerate(todo, 1):
         idx = np.asarray(group)
         state = cache.arrays_to_tree(
@@ -170,7 +171,7 @@ def reference(
         saved["done"][idx] = s + 1
         grads += int(n_steps.sum())
         _save(ckpt, saved)
-        elapsed = time.monotonic() - start
+        elapsed = time.monotonic() - sampling_start
         log(
             f"segment {s + 1}/{n_segments} of chains {group} ({_rate(grads, start)}; "
             f"ETA {elapsed / i * (len(todo) - i):.0f} s)"
