@@ -110,11 +110,22 @@ def reference(
     _, _, run_segment = mcmc.chain_groups(segment_chain, config)
     n_segments = -(-config.num_samples // stream.segment)
     ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
+    # what the checkpoint's layout and draws depend on; a checkpoint written otherwise is stale
+    layout = np.asarray(
+        [config.num_chains, config.num_warmup, config.num_samples, stream.segment, len(subset)]
+    )
     saved = None if ckpt is None else cache.load(ckpt)
+    if saved is not None and not np.array_equal(saved.get("layout"), layout):
+        warnings.warn(
+            f"checkpoint {ckpt} was written with other chain or segment settings; starting afresh",
+            stacklevel=2,
+        )
+        saved = None
     if saved is None:
         saved = {
             "warmed": np.zeros(config.num_chains, bool),  # warm-up done, per chain
             "done": np.zeros(config.num_chains, int),  # segments sampled, per chain
+            "layout": layout,
         }
     else:
         saved = {k: v.copy() for k, v in saved.items()}  # writable

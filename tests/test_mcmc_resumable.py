@@ -80,6 +80,18 @@ def test_unreadable_checkpoint_warns_and_starts_afresh(tmp_path):
     np.testing.assert_array_equal(ref.epistemic, again.epistemic)
 
 
+@pytest.mark.filterwarnings("ignore:MCMC reference failed its gate")
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    args, stream = _softmax_setup()
+    ckpt = tmp_path / "chains.npz"
+    mcmc_resumable.reference(*args, stream, checkpoint=ckpt, log=lambda msg: None)
+    other = StreamConfig(segment=30, param_subset=5)
+    with pytest.warns(UserWarning, match="other chain or segment settings"):
+        ref = mcmc_resumable.reference(*args, other, checkpoint=ckpt, log=lambda msg: None)
+    fresh = mcmc_resumable.reference(*args, other, log=lambda msg: None)
+    np.testing.assert_array_equal(ref.epistemic, fresh.epistemic)
+
+
 def test_stream_config_rejects_nonsense():
     with pytest.raises(ValueError, match="segment"):
         StreamConfig(segment=0)
