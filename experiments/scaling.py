@@ -117,7 +117,11 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
     }
 
     start = time.monotonic()
-    name = cache.fingerprint(cfg.mcmc, cfg.map, cfg.problem, item, seed, grid, SOURCES)
+    # everything that determines the chains (the model too: activation, widths, MAP)
+    name = cache.fingerprint(
+        repr(model.apply), x, y, fit.params, cfg.map.prior_precision, grid, cfg.mcmc,
+        jax.random.key_data(k_mcmc), SOURCES,
+    )  # fmt: skip
     ref = mcmc_resumable.reference(
         k_mcmc,
         model.apply,
@@ -186,7 +190,12 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
         items,
         cfg.seeds,
         results,
-        (dataclasses.replace(cfg, seeds=(), widths=(), n_train=(), run_missing=True), SOURCES),
+        # the backend too: whether a size is sampled here depends on this machine's speed
+        (
+            dataclasses.replace(cfg, seeds=(), widths=(), n_train=(), run_missing=True),
+            SOURCES,
+            jax.default_backend(),
+        ),
         lambda item, seed, log: run_unit(cfg, item, seed, log, results / "chains"),
         run_missing=cfg.run_missing,
     )

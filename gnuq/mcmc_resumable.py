@@ -111,13 +111,14 @@ def reference(
     n_segments = -(-config.num_samples // stream.segment)
     ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
     # what the checkpoint's layout and draws depend on; a checkpoint written otherwise is stale
-    layout = np.asarray(
-        [config.num_chains, config.num_warmup, config.num_samples, stream.segment, len(subset)]
-    )
+    group_of = [g for g, group in enumerate(groups) for _ in group]  # chains run together
+    sizes = [config.num_chains, config.num_warmup, config.num_samples, stream.segment, len(subset)]
+    layout = np.asarray([*sizes, *group_of])
     saved = None if ckpt is None else cache.load(ckpt)
     if saved is not None and not np.array_equal(saved.get("layout"), layout):
         warnings.warn(
-            f"checkpoint {ckpt} was written with other chain or segment settings; starting afresh",
+            f"checkpoint {ckpt} was written with other chain, grouping or segment settings; "
+            "starting afresh",
             stacklevel=2,
         )
         saved = None

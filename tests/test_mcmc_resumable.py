@@ -1,5 +1,7 @@
 """The streamed, resumable reference: a closed-form posterior; resuming changes no number."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -81,14 +83,20 @@ def test_unreadable_checkpoint_warns_and_starts_afresh(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:MCMC reference failed its gate")
-def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+@pytest.mark.parametrize("change", ["segment", "grouping"])
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path, change):
     args, stream = _softmax_setup()
+    with_method = lambda m: (*args[:-1], dataclasses.replace(args[-1], chain_method=m))  # noqa: E731
+    args = with_method("sequential")
     ckpt = tmp_path / "chains.npz"
     mcmc_resumable.reference(*args, stream, checkpoint=ckpt, log=lambda msg: None)
-    other = StreamConfig(segment=30, param_subset=5)
-    with pytest.warns(UserWarning, match="other chain or segment settings"):
-        ref = mcmc_resumable.reference(*args, other, checkpoint=ckpt, log=lambda msg: None)
-    fresh = mcmc_resumable.reference(*args, other, log=lambda msg: None)
+    if change == "segment":
+        stream = StreamConfig(segment=30, param_subset=5)
+    else:  # all chains together instead of one by one: other groups, same draws
+        args = with_method("vmap")
+    with pytest.warns(UserWarning, match="other chain, grouping or segment settings"):
+        ref = mcmc_resumable.reference(*args, stream, checkpoint=ckpt, log=lambda msg: None)
+    fresh = mcmc_resumable.reference(*args, stream, log=lambda msg: None)
     np.testing.assert_array_equal(ref.epistemic, fresh.epistemic)
 
 
