@@ -520,12 +520,19 @@ def reference(
     subset = x_eval[diagnostic_indices(len(x_eval), config.diagnostic_inputs)]
     preds = jax.jit(jax.vmap(jax.vmap(lambda p: predict(p, subset))))(chains.positions)
     preds = np.asarray(preds).reshape(*np.asarray(preds).shape[:2], -1)
-    diagnostics = diagnose(chains, preds, config)
+    return finish_reference(likelihood, mean, var, ale, diagnose(chains, preds, config), chains)
+
+
+def finish_reference(
+    likelihood: likelihoods.Likelihood, mean, var, ale, diagnostics: Diagnostics, chains: Chains
+) -> Reference:
+    """The ``Reference`` of the moments: warns when the gate failed, and for a Gaussian
+    likelihood the aleatoric part is the noise variance (``ale`` holds moments of f)."""
     if not diagnostics.ok:
         warnings.warn(
             "MCMC reference failed its gate: " + "; ".join(diagnostics.failures),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if likelihood.name == "gaussian":
         noise = np.nan if likelihood.noise_var is None else likelihood.noise_var

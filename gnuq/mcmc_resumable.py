@@ -198,17 +198,8 @@ def reference(
         warmup_steps=saved["warmup_steps"],
     )
     diagnostics = mcmc.diagnose(chains, saved["preds"], config)
-    if not diagnostics.ok:
-        warnings.warn(
-            "MCMC reference failed its gate: " + "; ".join(diagnostics.failures),
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    ale = saved["ale"]
-    if likelihood.name == "gaussian":  # the moments of f; the aleatoric part is the noise
-        noise = np.nan if likelihood.noise_var is None else likelihood.noise_var
-        ale = np.full_like(ale, noise)
-    return Reference(saved["mean"], saved["m2"] / saved["count"].item(), ale, diagnostics, chains)
+    var = saved["m2"] / saved["count"].item()
+    return mcmc.finish_reference(likelihood, saved["mean"], var, saved["ale"], diagnostics, chains)
 
 
 def _rate(grads: int, start: float) -> str:
