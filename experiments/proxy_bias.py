@@ -161,14 +161,14 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
             ]
             summary[(name, m)] = float(np.mean(vals))
             paper = paper_value(EXPERIMENT, name, "symmetry_ratio", m, "overall")
-            row += [_cell(vals), "—" if paper is None else f"{paper[0]:.2f}"]
+            row += [report.spread_cell(vals), "—" if paper is None else f"{paper[0]:.2f}"]
         tests = [r for r in records if r["problem"] == name and r["quantity"] == "log_ratio_test"]
         summary[(name, "p")] = max(r["p"] for r in tests)
         summary[(name, "d")] = float(np.mean([r["cohens_d"] for r in tests]))
         row += [
-            _cell([r["t"] for r in tests], "{:.1f}"),
-            _p_value(max(r["p"] for r in tests)),
-            _cell([r["cohens_d"] for r in tests]),
+            report.spread_cell([r["t"] for r in tests], "{:.1f}"),
+            report.p_value_cell(max(r["p"] for r in tests)),
+            report.spread_cell([r["cohens_d"] for r in tests]),
         ]
         body.append(row)
     header = [
@@ -222,15 +222,6 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
     return claims
 
 
-def _p_value(p: float) -> str:
-    return "< 1e-300" if p == 0 else f"{p:.1e}"  # 0.0 is a float underflow, not a certainty
-
-
-def _cell(values, fmt="{:.2f}") -> str:
-    mean, lo, hi = metrics.spread(values)
-    if len(values) == 1:
-        return fmt.format(mean)
-    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
 def check_claims(cfg: Config, s: dict) -> list[str]:
@@ -265,7 +256,7 @@ def check_claims(cfg: Config, s: dict) -> list[str]:
         "not independent samples, so p is descriptive: Cohen's d and its sign in every seed carry "
         "the evidence)",
         worst < 1e-3,
-        f"largest p = {_p_value(worst)}",
+        f"largest p = {report.p_value_cell(worst)}",
     )
     return lines
 

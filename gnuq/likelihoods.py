@@ -42,6 +42,8 @@ class Likelihood(NamedTuple):
         bernoulli: y in {0, 1}; categorical: integer labels in [0, C); gaussian: real targets.
         """
         z = self.outputs(out)
+        if jnp.shape(y) != z.shape[:1]:  # a [N, 1] target would broadcast to [N, N] silently
+            raise ValueError(f"targets must have shape [N] = {z.shape[:1]}, got {jnp.shape(y)}")
         if self.name == "bernoulli":
             z = z[:, 0]
             return jnp.logaddexp(0.0, z) - y * z  # -log sigmoid(z)^y (1 - sigmoid(z))^(1-y)

@@ -121,11 +121,18 @@ def rows_table(header: Sequence[str], body: Sequence[Sequence], caption: str) ->
     return _markdown(header, body, caption), _latex(header, body, caption)
 
 
-def spread_cell(values: Sequence[float]) -> str:
+def spread_cell(values: Sequence[float], fmt: str = "{:.2f}") -> str:
+    """"mean [min, max]" over seeds (just the value for one seed; "—" for none)."""
     if not values:
         return "—"
     mean, lo, hi = metrics.spread(values)
-    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+    if len(values) == 1:
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def p_value_cell(p: float) -> str:
+    return "< 1e-300" if p == 0 else f"{p:.1e}"  # 0.0 is a float underflow, not a certainty
 
 
 def _markdown(header, body, caption) -> str:
