@@ -222,8 +222,6 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
     return claims
 
 
-
-
 def check_claims(cfg: Config, s: dict) -> list[str]:
     lines = ["# Claims tested by the proxy-bias experiment", ""]
 

@@ -12,7 +12,9 @@ import time
 from gnuq.config import PROFILES
 
 # Appended as the experiments land, in the order `make reproduce` runs them.
-EXPERIMENTS: list[str] = ["binary", "multiclass", "regression", "proxy_bias", "scaling"]
+EXPERIMENTS: list[str] = [
+    "binary", "multiclass", "regression", "proxy_bias", "text_domains", "scaling",
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,8 @@ def init(key: PRNGKey, cfg: BertConfig, num_outputs: int = 1) -> Params:
     }
     keys = jax.random.split(key, len(shapes) + 4)
     layers = {
-        name: 0.02 * jax.random.normal(k, shape) for k, (name, shape) in zip(keys, shapes.items())
+        name: 0.02 * jax.random.normal(k, shape)
+        for k, (name, shape) in zip(keys, shapes.items(), strict=False)
     }
     for name, width in (("q", h), ("k", h), ("v", h), ("o", h), ("ffn_in", f), ("ffn_out", h)):
         layers[f"{name}_bias"] = jnp.zeros((n, width))
@@ -89,7 +90,10 @@ def init(key: PRNGKey, cfg: BertConfig, num_outputs: int = 1) -> Params:
         "ln_scale": jnp.ones(h),
         "ln_bias": jnp.zeros(h),
     }
-    return {"encoder": {"embeddings": embeddings, "layers": layers}, "head": init_head(keys[-1], h, num_outputs)}
+    return {
+        "encoder": {"embeddings": embeddings, "layers": layers},
+        "head": init_head(keys[-1], h, num_outputs),
+    }
 
 
 def init_head(key: PRNGKey, hidden: int, num_outputs: int = 1) -> Params:

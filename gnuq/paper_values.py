@@ -91,6 +91,7 @@ def paper_value(experiment, problem, quantity, method, klass) -> tuple[float, ..
     """The paper's (r, rho) for a table cell, or None where the paper reports none."""
     return PAPER.get((experiment, problem, quantity, method, klass))
 
+
 # Table 4 (text domains: science / sports ratio of the mean epistemic estimate). Which parameters
 # the paper's identity estimate covers is not stated; it is shown beside our head-only one.
 for method, value in (("I (head)", 0.28), ("A", 0.25), ("B", 0.30)):

@@ -122,7 +122,7 @@ def rows_table(header: Sequence[str], body: Sequence[Sequence], caption: str) ->
 
 
 def spread_cell(values: Sequence[float], fmt: str = "{:.2f}") -> str:
-    """"mean [min, max]" over seeds (just the value for one seed; "—" for none)."""
+    """ "mean [min, max]" over seeds (just the value for one seed; "—" for none)."""
     if not values:
         return "—"
     mean, lo, hi = metrics.spread(values)

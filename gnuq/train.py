@@ -8,6 +8,9 @@ Laplace precision, so the three never disagree about the model.
 
 Optimisation: Adam for ``adam_steps`` (robust from a random start), then L-BFGS with a zoom line
 search until ||grad U|| <= ``grad_tol`` (a MAP that Laplace can trust), at most ``lbfgs_steps``.
+
+``finetune`` is the other regime: a pretrained model too large for full-batch L-BFGS, trained as
+such models are (AdamW on mini-batches for a few epochs, checkpointed after every epoch).
 """
 
 import dataclasses
@@ -224,8 +227,8 @@ def finetune(
                 "learning rate"
             )
         losses.append(float(np.mean(epoch_losses)))
-        log(f"epoch {epoch + 1}/{config.epochs}: mean training NLL {losses[-1]:.4f}")
         if checkpoint is not None:
             arrays = cache.tree_to_arrays(params, "params") | cache.tree_to_arrays(state, "state")
             cache.save(checkpoint, arrays | {"losses": np.asarray(losses)})
+        log(f"epoch {epoch + 1}/{config.epochs}: mean training NLL {losses[-1]:.4f}")
     return FinetuneResult(params, jnp.asarray(losses))

@@ -40,3 +40,10 @@ def test_output_shapes_are_checked():
         likelihoods.get("bernoulli").predict(jnp.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"C >= 2"):
         likelihoods.get("categorical").predict(jnp.zeros((3,)))
+
+
+def test_targets_of_the_wrong_shape_are_refused():
+    """A [N, 1] target would broadcast against [N] logits to an [N, N] loss without a word."""
+    lik = likelihoods.get("bernoulli")
+    with pytest.raises(ValueError, match=r"targets must have shape \[N\]"):
+        lik.nll(jnp.zeros((4, 1)), jnp.zeros((4, 1)))

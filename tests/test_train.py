@@ -68,3 +68,47 @@ def test_bad_training_input():
             train.fit_map(m.apply, likelihoods.get("bernoulli"), m.params, x, y[:10])
         with pytest.raises(ValueError, match="prior_precision"):
             train.neg_log_posterior(m.apply, likelihoods.get("bernoulli"), 0.0)
+
+
+def _logistic_data():
+    x, y = problems.get("linear").sample(jax.random.key(3), 50)
+    return models.mlp(jax.random.key(4), 2, (), 1), x, y
+
+
+def test_finetune_fits_and_resumes_to_the_same_parameters(tmp_path):
+    """Killed after epoch 2 (its checkpoint kept), a rerun ends where an uninterrupted run does."""
+    m, x, y = _logistic_data()
+    lik = likelihoods.get("bernoulli")
+    cfg = train.FinetuneConfig(epochs=4, batch_size=16, learning_rate=0.1, weight_decay=0.01)
+    key = jax.random.key(5)
+    whole = train.finetune(m.apply, lik, m.params, x, y, key, cfg, log=lambda _: None)
+    assert whole.losses.shape == (4,) and whole.losses[-1] < whole.losses[0]
+    ckpt = tmp_path / "ckpt.npz"
+    seen = []
+
+    def stop_after_two(msg):
+        seen.append(msg)
+        if msg.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.finetune(m.apply, lik, m.params, x, y, key, cfg, checkpoint=ckpt, log=stop_after_two)
+    resumed = train.finetune(
+        m.apply, lik, m.params, x, y, key, cfg, checkpoint=ckpt, log=seen.append
+    )
+    assert any(s.startswith("resumed fine-tuning after epoch") for s in seen)
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole.losses, resumed.losses)
+
+
+def test_finetune_rejects_bad_input():
+    m, x, y = _logistic_data()
+    lik = likelihoods.get("bernoulli")
+    with pytest.raises(ValueError, match="rows"):
+        train.finetune(m.apply, lik, m.params, x, y[:10], jax.random.key(0))
+    with pytest.raises(ValueError, match=r"targets must have shape \[N\]"):
+        train.finetune(m.apply, lik, m.params, x, y[:, None], jax.random.key(0))
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        cfg = train.FinetuneConfig(epochs=1, learning_rate=1e30)
+        train.finetune(m.apply, lik, m.params, x * 1e30, y, jax.random.key(0), cfg, log=print)
