@@ -40,6 +40,7 @@ import numpy as np
 from gnuq.types import Array, Params, PRNGKey
 
 ARCHS = ("llama", "gemma3")
+BUCKET = 32  # prompts are padded to a multiple of this many tokens (compilations per bucket)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,10 +325,13 @@ def decode_step(
 
 class Generation(NamedTuple):
     """``tokens [B, N]`` new tokens (``pad`` after a stop token; the stop token itself is kept),
-    ``lengths [B]`` number of tokens up to and including the stop token."""
+    ``lengths [B]`` number of tokens up to and including the stop token, ``logprobs [B, N]`` the
+    model's log-probability of each new token (at temperature 1, whatever the sampling
+    temperature; 0 after the stop)."""
 
     tokens: Array
     lengths: Array
+    logprobs: Array
 
 
 @functools.partial(
@@ -342,14 +346,22 @@ def generate(
     stop_ids: tuple[int, ...] = (),
     temperature: float = 0.0,
     pad: int = 0,
+    length: Array | None = None,
 ) -> Generation:
     """Continue ``prompt [B, T]`` (rows of equal length) by at most ``max_new_tokens`` tokens:
     greedy (argmax) when ``temperature == 0``, else sampled from softmax(logits / temperature)
     with ``key``. A row stops after emitting any of ``stop_ids``; the loop ends when all have.
-    One compilation per (B, T, max_new_tokens, ...); the loop is a ``lax.while_loop``."""
+    One compilation per (B, T, max_new_tokens, ...); the loop is a ``lax.while_loop``.
+
+    ``length`` (traced, <= T): only the first ``length`` prompt tokens count, the rest is padding,
+    so prompts of many lengths share one compilation. Padding is causal-invisible to the real
+    tokens, and decoding overwrites its cache slots before any query can see them."""
     b, t = prompt.shape
     cache = empty_cache(cfg, b, t + max_new_tokens, params["embed"].dtype)
     x, cache = _cached_hidden(params, prompt, cache, cfg)
+    n = jnp.asarray(t if length is None else length, jnp.int32)
+    cache = cache._replace(length=n)
+    last = jax.lax.dynamic_index_in_dim(x, n - 1, axis=1, keepdims=False)
     stops = jnp.asarray(stop_ids or (-1,), jnp.int32)
 
     def pick(last_logits: Array, key: PRNGKey) -> Array:
@@ -358,24 +370,30 @@ def generate(
         return jax.random.categorical(key, last_logits / temperature, axis=-1).astype(jnp.int32)
 
     def cond(state) -> Array:
-        i, _, _, done, *_ = state
+        i, _, _, _, done, *_ = state
         return (i < max_new_tokens) & ~jnp.all(done)
 
     def body(state):
-        i, cache, out, done, lengths, last_logits, key = state
+        i, cache, out, logprobs, done, lengths, last_logits, key = state
         key, sub = jax.random.split(key)
         token = jnp.where(done, pad, pick(last_logits, sub))
         out = out.at[:, i].set(token)
+        logp = jnp.take_along_axis(
+            jax.nn.log_softmax(last_logits, axis=-1), jnp.maximum(token, 0)[:, None], axis=-1
+        )[:, 0]
+        logprobs = logprobs.at[:, i].set(jnp.where(done, 0.0, logp))
         lengths = jnp.where(done, lengths, i + 1)
         done = done | jnp.isin(token, stops)
         x, cache = _cached_hidden(params, token[:, None], cache, cfg)
-        return i + 1, cache, out, done, lengths, _unembed(params, x[:, 0], cfg), key
+        return i + 1, cache, out, logprobs, done, lengths, _unembed(params, x[:, 0], cfg), key
 
     out = jnp.full((b, max_new_tokens), pad, jnp.int32)
     zeros = jnp.zeros(b, jnp.int32)
-    state = (0, cache, out, jnp.zeros(b, bool), zeros, _unembed(params, x[:, -1], cfg), key)
-    _, _, out, _, lengths, _, _ = jax.lax.while_loop(cond, body, state)
-    return Generation(out, lengths)
+    logprobs = jnp.zeros((b, max_new_tokens), jnp.float32)
+    first = _unembed(params, last, cfg)
+    state = (0, cache, out, logprobs, jnp.zeros(b, bool), zeros, first, key)
+    _, _, out, logprobs, _, lengths, _, _ = jax.lax.while_loop(cond, body, state)
+    return Generation(out, lengths, logprobs)
 
 
 def generate_greedy(
@@ -386,13 +404,15 @@ def generate_greedy(
     stop_ids: Sequence[int] = (),
 ) -> list[int]:
     """Greedy continuation of one prompt, as a list of new token ids without the stop token."""
+    tokens, length = bucketed(prompt)
     gen = generate(
         params,
-        jnp.asarray([list(prompt)], jnp.int32),
+        tokens[None],
         jax.random.key(0),  # unused by argmax
         cfg,
         max_new_tokens,
         tuple(stop_ids),
+        length=length,
     )
     return _strip(np.asarray(gen.tokens[0])[: int(gen.lengths[0])], stop_ids)
 
@@ -411,10 +431,31 @@ def sample(
     each a list of new token ids without the stop token."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
-    tokens = jnp.asarray([list(prompt)] * num_samples, jnp.int32)
-    gen = generate(params, tokens, key, cfg, max_new_tokens, tuple(stop_ids), float(temperature))
+    tokens, length = bucketed(prompt)
+    tokens = jnp.broadcast_to(tokens, (num_samples, tokens.size))
+    gen = generate(
+        params,
+        tokens,
+        key,
+        cfg,
+        max_new_tokens,
+        tuple(stop_ids),
+        float(temperature),
+        length=length,
+    )
     out, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return [_strip(row[:n], stop_ids) for row, n in zip(out, lengths, strict=True)]
+
+
+def bucketed(tokens: Sequence[int], multiple: int = BUCKET) -> tuple[Array, Array]:
+    """``tokens`` right-padded with 0 to a multiple of ``multiple``, and their count: one
+    compilation serves every length in a bucket."""
+    n = len(tokens)
+    if n == 0:
+        raise ValueError("empty prompt")
+    padded = np.zeros(-(-n // multiple) * multiple, np.int32)
+    padded[:n] = tokens
+    return jnp.asarray(padded), jnp.asarray(n, jnp.int32)
 
 
 def _strip(tokens: np.ndarray, stop_ids: Sequence[int]) -> list[int]:

@@ -388,3 +388,40 @@ def answer(llm: LLM, question: str, max_new_tokens: int = 24) -> str:
     ids = llm.tokenizer.encode(prompt(llm, question)).ids
     new = decoder.generate_greedy(llm.params, ids, llm.config, max_new_tokens, llm.stop_ids)
     return llm.tokenizer.decode(new).split("\n")[0].strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny random stand-ins (the experiments' smoke profiles and tests: no download)
+
+TINY_SPECIALS = {
+    "llama": ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+    "gemma3": ("<pad>", "<eos>", "<bos>"),
+}
+TINY_WORDS = ("\n", "\n\n", "True", " True", "False", " False")
+
+
+def tiny(arch: str, seed: int = 0) -> LLM:
+    """A randomly initialised 2-layer decoder of ``arch`` with a byte-level tokenizer holding the
+    special tokens, newlines and True/False words the experiments' prompts and stop rules use."""
+    tokenizers = assets.require("tokenizers", "llm")
+    specials = TINY_SPECIALS[arch]
+    alphabet = tokenizers.pre_tokenizers.ByteLevel.alphabet()
+    vocab = {t: i for i, t in enumerate([*specials, *TINY_WORDS, *sorted(alphabet)])}
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, []))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    added = tokenizers.AddedToken
+    tok.add_tokens([added(w, normalized=False, special=False) for w in TINY_WORDS])
+    tok.add_special_tokens([added(s, normalized=False, special=True) for s in specials])
+    if arch == "gemma3":
+        tok.post_processor = tokenizers.processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]
+        )
+    gemma = arch == "gemma3"
+    cfg = decoder.DecoderConfig(
+        arch=arch, vocab_size=len(vocab), hidden=16, layers=2, heads=2, kv_heads=1, head_dim=8,
+        intermediate=32, eps=1e-6, rope_theta=1e4, sliding_window=8 if gemma else 0,
+        global_every=2 if gemma else 0,
+    )  # fmt: skip
+    params = jax.tree.map(np.asarray, decoder.init(jax.random.key(seed), cfg))
+    return LLM(f"tiny-{arch}", cfg, params, tok, stop_ids(tok, arch))

@@ -151,3 +151,17 @@ def test_bad_configs_raise():
         dataclasses.replace(LLAMA, arch="gpt2")
     with pytest.raises(ValueError, match="kv_heads"):
         dataclasses.replace(LLAMA, kv_heads=3)
+
+
+def test_generation_logprobs_are_the_models_at_temperature_one():
+    """The log-probability reported for every new token, sampled at temperature 2 from a padded
+    prompt, equals log_softmax of the uncached forward at that position."""
+    cfg, params, tokens = setup("gemma3", length=5, batch=1)
+    padded, length = decoder.bucketed(tokens[0].tolist(), multiple=8)
+    gen = decoder.generate(
+        params, padded[None], jax.random.key(3), cfg, 6, temperature=2.0, length=length
+    )
+    seq = jnp.concatenate([tokens[0], gen.tokens[0]])[None]
+    logp = jax.nn.log_softmax(forward(params, seq, cfg)[0, 4:10], axis=-1)
+    expected = logp[jnp.arange(6), gen.tokens[0]]
+    np.testing.assert_allclose(gen.logprobs[0], expected, atol=2e-5)

@@ -1,0 +1,56 @@
+"""The LLM question-answering experiment end to end on its smoke profile: a tiny random decoder
+(gnuq.llm.tiny) and fake data wheels (tests/conftest.py), through every signal and the judge."""
+
+import json
+import math
+
+import pytest
+
+from experiments import llm_qa
+from gnuq import config
+
+SMOKE = ["--profile", "smoke", "--set", 'models=["tiny-gemma3"]']
+
+
+def test_smoke_records_every_signal_and_resumes(text_assets):
+    root = text_assets
+    assert llm_qa.main(SMOKE, root=root) == 0
+    out = root / "figures" / "smoke" / "llm_qa"
+    records = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and {r["dataset"] for r in records} == {"truthfulqa", "nq_open"}
+    for r in records:
+        for key in ("epistemic", "aleatoric", "naive_entropy", "semantic_entropy", "p_true"):
+            assert math.isfinite(r[key]), key
+        assert r["epistemic"] > 0 and 0 < r["aleatoric"] <= 0.25 and 0 <= r["p_true"] <= 1
+        assert 1 <= r["semantic_clusters"] <= 3 and len(r["samples"]) == 3
+        # the KV-cached generation and the uncached forward of the gradient agree on p_bar
+        assert r["greedy_mean_prob"] == pytest.approx(r["mean_token_prob"], rel=1e-4)
+        assert set(r["seconds"]) >= {"generation", "epistemic_aleatoric", "p_true"}
+    assert sum(r["per_token_epistemic"] is not None for r in records) == 2  # 1 per dataset
+    data = json.loads((out / "results.json").read_text())
+    (judge,) = [r for r in data["records"] if r["quantity"] == "judge"]
+    assert 0 <= judge["balanced_accuracy"] <= 1
+    for name in ("answers.md", "timing.md", "judge.md"):
+        assert "TriviaQA" in (out / name).read_text() or name == "judge.md"
+    # a rerun reads every record from the cache; asking for more questions continues them
+    assert llm_qa.main(SMOKE, root=root) == 0
+    again = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    assert again == records
+    assert llm_qa.main([*SMOKE, "--set", "questions=3"], root=root) == 0
+    more = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    old = {(r["dataset"], r["index"]) for r in records}
+    assert len(more) == 6 and [m for m in more if (m["dataset"], m["index"]) in old] == records
+
+
+def test_judge_calibration_separates_the_rated_predictions(text_assets):
+    embed = llm_qa.Embedder(None)  # lexical only
+    info = llm_qa.calibrate_judge(text_assets / "results" / "assets", embed, seed=0)
+    assert info["n_rated"] == 9 and 0.5 <= info["balanced_accuracy"] <= 1
+
+
+def test_bad_settings_are_named():
+    base = config.load(llm_qa.ROOT / "configs" / "llm_qa.toml", llm_qa.Config, "smoke")
+    with pytest.raises(config.ConfigError, match="unknown datasets"):
+        llm_qa.check(llm_qa.Config(**{**base.__dict__, "datasets": ("triviaqa",)}))
+    with pytest.raises(config.ConfigError, match="unknown models"):
+        llm_qa.check(llm_qa.Config(**{**base.__dict__, "models": ("gpt-5",)}))
