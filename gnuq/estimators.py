@@ -176,6 +176,21 @@ def sequence_uncertainty(
         raise ValueError(f"sequences {empty.tolist()} have no answer tokens in answer_mask")
     _check_finite_params(params)
     mask = mask.astype(jnp.result_type(float))
+    epi, pt = _sequence_program(logits_fn, per_token, chunk_size)(params, tokens, mask)
+    count = jnp.sum(mask, axis=1)
+    return SequenceUncertainty(
+        epistemic=epi,
+        aleatoric=jnp.sum(pt * (1 - pt), axis=1) / count,
+        probs=jnp.sum(pt, axis=1) / count,
+        token_probs=pt,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _sequence_program(logits_fn: ApplyFn, per_token: bool, chunk_size: int):
+    """The jitted ``(params, tokens, mask) -> (epistemic [B], token probs [B, T])`` of
+    ``sequence_uncertainty``, built once per model and setting, so that calls with the same
+    shapes reuse one compilation."""
 
     def token_probs(p: Params, tok: Array, m: Array) -> Array:
         logits = logits_fn(p, tok[None])[0]
@@ -190,7 +205,6 @@ def sequence_uncertainty(
     def masked_token_probs(p: Params, ex: tuple[Array, Array]) -> Array:
         return token_probs(p, *ex)
 
-    @jax.jit
     def run(p: Params, tok: Array, m: Array) -> tuple[Array, Array]:
         if per_token:
             sq = _vmap_sq_norms(masked_token_probs, p, (tok, m), chunk_size)
@@ -199,14 +213,7 @@ def sequence_uncertainty(
             epi = _vmap_sq_norms(mean_prob, p, (tok, m), chunk_size)[:, 0]
         return epi, jax.vmap(lambda t, mm: token_probs(p, t, mm))(tok, m)
 
-    epi, pt = run(params, tokens, mask)
-    count = jnp.sum(mask, axis=1)
-    return SequenceUncertainty(
-        epistemic=epi,
-        aleatoric=jnp.sum(pt * (1 - pt), axis=1) / count,
-        probs=jnp.sum(pt, axis=1) / count,
-        token_probs=pt,
-    )
+    return jax.jit(run)
 
 
 # ---------------------------------------------------------------------------------------------
