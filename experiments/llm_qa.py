@@ -123,11 +123,15 @@ class Embedder:
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def scores(embed: Embedder, answers: Sequence[str], references: Sequence[Sequence[str]]):
-    """Per answer: (lexical score, best cosine) against its own references."""
-    lexical = np.array(
-        [qa.lexical_score(a, refs) for a, refs in zip(answers, references, strict=True)]
-    )
+def scores(
+    embed: Embedder,
+    answers: Sequence[str],
+    references: Sequence[Sequence[str]],
+    questions: Sequence[str],
+):
+    """Per answer: (lexical score, best cosine) against its own question's references."""
+    triples = zip(answers, references, questions, strict=True)
+    lexical = np.array([qa.lexical_score(a, refs, q) for a, refs, q in triples])
     flat = [r for refs in references for r in refs]
     ea, er = embed(list(answers)), embed(flat)
     if ea is None:
@@ -141,7 +145,7 @@ def scores(embed: Embedder, answers: Sequence[str], references: Sequence[Sequenc
 
 def calibrate_judge(assets_dir: pathlib.Path, embed: Embedder, seed: int) -> dict:
     """Thresholds fitted on half of NQ-open's rated questions; accuracy on the other half."""
-    answers, refs, correct, question = [], [], [], []
+    answers, refs, correct, question, asked = [], [], [], [], []
     for i, row in enumerate(read_jsonl(assets_dir, RATED)):
         for key, ok in (("def_correct_predictions", True), ("def_incorrect_predictions", False)):
             for pred in row.get(key, []):
@@ -149,7 +153,8 @@ def calibrate_judge(assets_dir: pathlib.Path, embed: Embedder, seed: int) -> dic
                 refs.append(row["answer"])
                 correct.append(ok)
                 question.append(i)
-    lexical, cosine = scores(embed, answers, refs)
+                asked.append(row["question"])
+    lexical, cosine = scores(embed, answers, refs, asked)
     correct, question = np.asarray(correct), np.asarray(question)
     fit = np.random.default_rng(seed).permutation(question.max() + 1) % 2 == 0
     fit_rows = fit[question]
@@ -260,7 +265,7 @@ def answer_question(
 
     def equivalent(i: int, j: int) -> bool:
         cos = float(emb[i] @ emb[j]) if emb is not None else -np.inf
-        return judge(qa.lexical_score(texts[i], [texts[j]]), cos)
+        return judge(qa.lexical_score(texts[i], [texts[j]], row["question"]), cos)
 
     ids = qa.clusters(range(len(texts)), equivalent)
     semantic = qa.semantic_entropy(ids)
@@ -273,7 +278,7 @@ def answer_question(
     p_true = yes / (yes + no) if yes + no > 0 else 0.5
     seconds["p_true"] = time.monotonic() - start
 
-    lexical, cosine = scores(embed, [answer], [row["answer"]])
+    lexical, cosine = scores(embed, [answer], [row["answer"]], [row["question"]])
     return {
         "question": row["question"],
         "references": row["answer"],

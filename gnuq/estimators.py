@@ -155,7 +155,8 @@ def sequence_uncertainty(
                   or, with ``per_token=True``, mean_t ||grad_theta p_t||^2 (no cross-terms)
       aleatoric = mean_t p_t (1 - p_t)
 
-    Sequences are processed ``chunk_size`` at a time (1 keeps one model's gradient in memory).
+    Sequences are processed ``chunk_size`` at a time (1 keeps one model's gradient in memory);
+    the per-token variant takes one answer position at a time (one backward pass each).
     """
     tokens = jnp.asarray(tokens)
     mask = jnp.asarray(answer_mask)
@@ -202,13 +203,21 @@ def _sequence_program(logits_fn: ApplyFn, per_token: bool, chunk_size: int):
         tok, m = ex
         return (jnp.sum(token_probs(p, tok, m)) / jnp.sum(m))[None]
 
-    def masked_token_probs(p: Params, ex: tuple[Array, Array]) -> Array:
-        return token_probs(p, *ex)
+    def per_token_sq(p: Params, tok: Array, m: Array) -> Array:
+        # one answer position at a time: a [T, P] Jacobian of an LLM would not fit in memory,
+        # and lax.cond skips the positions outside the answer
+        def one(t: Array) -> Array:
+            def sq(_) -> Array:
+                g = jax.grad(lambda q: token_probs(q, tok, m)[t])(p)
+                return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g))
+
+            return jax.lax.cond(m[t] > 0, sq, lambda _: jnp.zeros((), m.dtype), None)
+
+        return jnp.sum(jax.lax.map(one, jnp.arange(tok.shape[0]))) / jnp.sum(m)
 
     def run(p: Params, tok: Array, m: Array) -> tuple[Array, Array]:
         if per_token:
-            sq = _vmap_sq_norms(masked_token_probs, p, (tok, m), chunk_size)
-            epi = jnp.sum(sq, axis=1) / jnp.sum(m, axis=1)
+            epi = jax.lax.map(lambda ex: per_token_sq(p, *ex), (tok, m))
         else:
             epi = _vmap_sq_norms(mean_prob, p, (tok, m), chunk_size)[:, 0]
         return epi, jax.vmap(lambda t, mm: token_probs(p, t, mm))(tok, m)

@@ -1,8 +1,10 @@
 """Question answering without an LLM judge: answer matching, and the entropy baselines.
 
 - ``token_f1``: SQuAD's token-overlap F1 after SQuAD's normalisation (lower case, no
-  punctuation, no articles, single spaces); ``contains``: the normalised reference occurs in the
-  normalised answer as a whole-word phrase.
+  punctuation, no articles, single spaces), leaving out the question's own words: an answer that
+  repeats the question ("New York City has fewer arrivals than ...") must not score on the words
+  it shares with a reference that repeats it too; ``contains``: the normalised reference occurs
+  in the normalised answer as a whole-word phrase.
 - ``Judge``: an answer is correct when, against some reference, max(token F1, containment)
   reaches ``f1`` or the cosine similarity of sentence embeddings reaches ``cosine``; both
   thresholds are calibrated on human-rated predictions (``calibrate``).
@@ -32,9 +34,11 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def token_f1(answer: str, reference: str) -> float:
-    """Harmonic mean of token precision and recall after ``normalize`` (0 when either is empty)."""
-    a, r = normalize(answer).split(), normalize(reference).split()
+def token_f1(answer: str, reference: str, ignore: frozenset[str] = frozenset()) -> float:
+    """Harmonic mean of token precision and recall after ``normalize``, tokens in ``ignore``
+    left out (0 when either side is then empty)."""
+    a = [w for w in normalize(answer).split() if w not in ignore]
+    r = [w for w in normalize(reference).split() if w not in ignore]
     common = sum((collections.Counter(a) & collections.Counter(r)).values())
     if not a or not r or common == 0:
         return 0.0
@@ -48,10 +52,12 @@ def contains(answer: str, reference: str) -> bool:
     return bool(r) and f" {r} " in f" {a} "
 
 
-def lexical_score(answer: str, references: Sequence[str]) -> float:
-    """max over references of max(token F1, 1 if contained)."""
+def lexical_score(answer: str, references: Sequence[str], question: str = "") -> float:
+    """max over references of max(token F1 without the question's words, 1 if contained)."""
+    ignore = frozenset(normalize(question).split())
     return max(
-        (max(token_f1(answer, r), float(contains(answer, r))) for r in references), default=0
+        (max(token_f1(answer, r, ignore), float(contains(answer, r))) for r in references),
+        default=0.0,
     )
 
 

@@ -43,3 +43,12 @@ def test_calibration_finds_a_separating_threshold():
     assert qa.balanced_accuracy([True, False, False], [True, True, False]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="both correct and incorrect"):
         qa.calibrate(lexical, cosine, np.ones(6, bool))
+
+
+def test_words_of_the_question_do_not_count():
+    question = "New York City has fewer arrivals than which cities?"
+    echo = "New York City has fewer arrivals than other cities."
+    reference = "New York City has fewer arrivals than Hong Kong and London"
+    assert qa.token_f1(echo, reference) > 0.6  # plain F1 rewards repeating the question
+    assert qa.lexical_score(echo, [reference], question) == 0.0
+    assert qa.lexical_score("Hong Kong and London", [reference], question) == 1.0
