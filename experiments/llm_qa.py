@@ -22,8 +22,9 @@ SmolLM2-135M-Instruct and gemma-3-270m (base) in pure JAX (``gnuq.decoder``, ``g
 TriviaQA is not available offline, NQ-open (factual recall) stands in; the paper's LLM judge is
 replaced by a calibrated lexical/embedding judge.
 
-Records are appended to a cache per (model, dataset) as the run goes (rewritten atomically after
-every question), so an interrupted run continues at the next question.
+The records, one JSON line per question in ``figures/<profile>/llm_qa/records/<model>-<dataset>
+.jsonl``, are rewritten atomically after every question, so an interrupted run continues at the
+next question, also from a fresh clone of a commit that holds them.
 
 Run as ``python -m experiments.llm_qa`` (``--profile smoke|quick|paper``, ``--set key=value``).
 """
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import llm_qa_report
 from gnuq import assets, bert, cache, config, decoder, llm, qa, report, sequence_uncertainty, text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -314,25 +316,53 @@ def _with_answer(prompt_ids: list[int], answer_ids: list[int]):
 # the run
 
 
-def load_records(path: pathlib.Path) -> list[dict]:
+def load_json(path: pathlib.Path):
+    """The JSON at ``path``, or None when it is absent or unreadable (reported)."""
     if not path.exists():
-        return []
+        return None
     try:
         return json.loads(path.read_text())
     except ValueError as err:  # written atomically, so only a foreign or damaged file gets here
-        print(f"records file {path} is unreadable ({err}); starting it again", file=sys.stderr)
-        return []
+        print(f"{path} is unreadable ({err}); computing it again", file=sys.stderr)
+        return None
+
+
+def load_records(path: pathlib.Path, key: str) -> dict[int, dict]:
+    """``{question index: record}`` of the records at ``path`` computed under ``key``."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError as err:
+        print(f"{path} is unreadable ({err}); asking its questions again", file=sys.stderr)
+        return {}
+    kept = {r["index"]: r for r in records if r.get("key") == key}
+    if len(kept) < len(records):
+        print(
+            f"{path}: {len(records) - len(kept)} records were computed by other code or "
+            "settings; asking those questions again",
+            file=sys.stderr,
+        )
+    return kept
+
+
+def write_records(path: pathlib.Path, records: Sequence[dict]) -> None:
+    """JSON lines, atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
 
 
 def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
     cfg, profile, _ = config.cli(Config, ROOT / "configs" / "llm_qa.toml", argv)
     check(cfg)
     assets_dir = root / "results" / "assets"
-    work = root / "results" / profile / EXPERIMENT
+    out = root / "figures" / profile / EXPERIMENT
     start = time.monotonic()
     embed = Embedder(assets_dir if cfg.judge_embeddings else None)
-    judge_path = work / f"judge-{cache.fingerprint(cfg.seed, cfg.judge_embeddings, SOURCES)}.json"
-    judge_info = load_records(judge_path) or calibrate_judge(assets_dir, embed, cfg.seed)
+    judge_key = cache.fingerprint(cfg.seed, cfg.judge_embeddings, SOURCES)
+    judge_path = root / "results" / profile / EXPERIMENT / f"judge-{judge_key}.json"
+    judge_info = load_json(judge_path) or calibrate_judge(assets_dir, embed, cfg.seed)
     report.write_json(judge_path, judge_info)
     judge = qa.Judge(judge_info["f1"], judge_info["cosine"])
     print(
@@ -341,159 +371,43 @@ def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
         f"{judge_info['n_held_out']} held-out rated NQ-open predictions",
         flush=True,
     )
-    # the number of questions is not in the key: asking for more continues the same records
+    # The records are the experiment's output and its cache at once: committed under figures/,
+    # rewritten after every question, so a run resumes even from a fresh clone. Each carries the
+    # key of the code and settings that computed it; the number of questions is not in it, so
+    # asking for more continues the same records.
     base = (dataclasses.replace(cfg, questions=0, models=(), datasets=()), judge, SOURCES)
     records: list[dict] = []
     for name in cfg.models:
         model = None
         for dataset in cfg.datasets:
-            path = work / f"{name}-{dataset}-{cache.fingerprint(base, name, dataset)}.json"
-            done = {r["index"]: r for r in load_records(path)}
+            key = cache.fingerprint(base, name, dataset)
+            path = out / "records" / f"{name}-{dataset}.jsonl"
+            done = load_records(path, key)
             todo = questions(assets_dir, dataset, cfg)
             t0, new = time.monotonic(), 0
             for n, (index, row) in enumerate(todo, 1):
-                if index not in done:
-                    model = model or Model(name, assets_dir)
-                    key = jax.random.fold_in(jax.random.key(cfg.seed), index)
-                    per_token = n <= cfg.per_token_questions
-                    rec = answer_question(model, row, key, cfg, embed, judge, per_token)
-                    done[index] = {
-                        "model": name,
-                        "dataset": dataset,
-                        "index": index,
-                        "n_params": model.n_params,
-                    } | rec
-                    report.write_json(path, list(done.values()))
-                    new += 1
-                    eta = (time.monotonic() - t0) / new * (len(todo) - n)
-                    print(
-                        f"[llm_qa {profile}] {name} {dataset} {n}/{len(todo)}: "
-                        f"{'correct' if rec['correct'] else 'wrong'}, epistemic "
-                        f"{rec['epistemic']:.3g}, {sum(rec['seconds'].values()):.1f} s "
-                        f"(ETA {eta:.0f} s)",
-                        flush=True,
-                    )
+                if index in done:
+                    continue
+                model = model or Model(name, assets_dir)
+                rng = jax.random.fold_in(jax.random.key(cfg.seed), index)
+                per_token = n <= cfg.per_token_questions
+                rec = answer_question(model, row, rng, cfg, embed, judge, per_token)
+                head = {"model": name, "dataset": dataset, "index": index, "key": key}
+                done[index] = head | {"n_params": model.n_params} | rec
+                write_records(path, list(done.values()))
+                new += 1
+                eta = (time.monotonic() - t0) / new * (len(todo) - n)
+                print(
+                    f"[llm_qa {profile}] {name} {dataset} {n}/{len(todo)}: "
+                    f"{'correct' if rec['correct'] else 'wrong'}, epistemic "
+                    f"{rec['epistemic']:.3g}, {sum(rec['seconds'].values()):.1f} s "
+                    f"(ETA {eta:.0f} s)",
+                    flush=True,
+                )
             records += [done[index] for index, _ in todo]
-    out = root / "figures" / profile / EXPERIMENT
-    render(cfg, profile, records, judge_info, out)
+    llm_qa_report.render(cfg, profile, records, judge_info, out)
     print(f"wrote {out} in {time.monotonic() - start:.0f} s")
     return 0
-
-
-SIGNALS = (
-    "generation",
-    "epistemic_aleatoric",
-    "per_token_epistemic",
-    "naive_entropy",
-    "semantic_entropy",
-    "p_true",
-)
-SUBSTITUTES = (
-    "Substitutes: SmolLM2-135M-Instruct and gemma-3-270m (base) in pure JAX for the paper's 1-8B "
-    "models; NQ-open for TriviaQA; a lexical/embedding judge calibrated on NQ-open's human "
-    "ratings for the paper's LLM judge"
-)
-
-
-def render(cfg: Config, profile: str, records: list[dict], judge: dict, out: pathlib.Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "questions.jsonl").open("w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    rows, body, timing = [], [], []
-    for name in cfg.models:
-        for dataset in cfg.datasets:
-            part = [r for r in records if r["model"] == name and r["dataset"] == dataset]
-            base = {
-                "problem": dataset,
-                "model": name,
-                "n_params": part[0]["n_params"],
-                "class": "overall",
-                "seed": cfg.seed,
-            }
-            accuracy = float(np.mean([r["correct"] for r in part]))
-            rows.append(
-                base
-                | {"quantity": "accuracy", "method": "judge", "value": accuracy, "n": len(part)}
-            )
-            for signal in SIGNALS:
-                t = [r["seconds"][signal] for r in part if signal in r["seconds"]]
-                if t:
-                    rows.append(
-                        base
-                        | {
-                            "quantity": "seconds",
-                            "method": signal,
-                            "mean": float(np.mean(t)),
-                            "sd": float(np.std(t)),
-                            "n": len(t),
-                        }
-                    )
-            body.append(
-                [name, dataset, str(len(part)), f"{accuracy:.2f}"]
-                + [
-                    f"{np.mean([r[k] for r in part]):.3g}"
-                    for k in (
-                        "epistemic",
-                        "aleatoric",
-                        "naive_entropy",
-                        "semantic_entropy",
-                        "p_true",
-                    )
-                ]
-            )
-            timing.append(
-                [name, dataset]
-                + [_mean_sd([r["seconds"][s] for r in part if s in r["seconds"]]) for s in SIGNALS]
-            )
-    judge_row = {
-        "problem": "nq_open_rated",
-        "model": "judge",
-        "n_params": 0,
-        "quantity": "judge",
-        "method": "lexical+cosine",
-        "class": "overall",
-        "seed": cfg.seed,
-    } | judge
-    report.write_results(out, EXPERIMENT, profile, cfg, [*rows, judge_row], [])
-    header = [
-        "model",
-        "dataset",
-        "questions",
-        "accuracy (judge)",
-        "mean epistemic",
-        "mean aleatoric",
-        "mean naive entropy",
-        "mean semantic entropy",
-        "mean P(True)",
-    ]
-    report.write_table(
-        out,
-        "answers",
-        report.rows_table(header, body, f"Per-question records ({profile}). {SUBSTITUTES}"),
-    )
-    report.write_table(
-        out,
-        "timing",
-        report.rows_table(
-            ["model", "dataset", *SIGNALS],
-            timing,
-            f"Seconds per question on this CPU, mean ± sd ({profile}; first calls include "
-            f"compilation; entropies include their {cfg.num_samples} samples). {SUBSTITUTES}",
-        ),
-    )
-    (out / "judge.md").write_text(
-        f"# Correctness judge\n\nCorrect when token F1 or containment >= {judge['f1']:.3f}, or "
-        f"MiniLM cosine >= {judge['cosine']:.3f}, against any reference answer. Fitted on half "
-        f"of NQ-open's human-rated predictions (definitely correct vs definitely incorrect), "
-        f"{judge['n_rated']} in all; on the other half ({judge['n_held_out']} predictions, "
-        f"{judge['n_correct_held_out']} correct): balanced accuracy "
-        f"{judge['balanced_accuracy']:.3f}, accuracy {judge['accuracy']:.3f}.\n"
-    )
-
-
-def _mean_sd(values: Sequence[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if values else "—"
 
 
 if __name__ == "__main__":

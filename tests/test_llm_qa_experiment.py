@@ -16,7 +16,7 @@ def test_smoke_records_every_signal_and_resumes(text_assets):
     root = text_assets
     assert llm_qa.main(SMOKE, root=root) == 0
     out = root / "figures" / "smoke" / "llm_qa"
-    records = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    records = _records(out)
     assert len(records) == 4 and {r["dataset"] for r in records} == {"truthfulqa", "nq_open"}
     for r in records:
         for key in ("epistemic", "aleatoric", "naive_entropy", "semantic_entropy", "p_true"):
@@ -34,12 +34,31 @@ def test_smoke_records_every_signal_and_resumes(text_assets):
         assert "TriviaQA" in (out / name).read_text() or name == "judge.md"
     # a rerun reads every record from the cache; asking for more questions continues them
     assert llm_qa.main(SMOKE, root=root) == 0
-    again = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
-    assert again == records
+    assert _records(out) == records
     assert llm_qa.main([*SMOKE, "--set", "questions=3"], root=root) == 0
-    more = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    more = _records(out)
     old = {(r["dataset"], r["index"]) for r in records}
     assert len(more) == 6 and [m for m in more if (m["dataset"], m["index"]) in old] == records
+    # a record computed by other code (another key) is asked again, the others are kept
+    path = out / "records" / "tiny-gemma3-nq_open.jsonl"
+    lines = path.read_text().splitlines()
+    stale = json.loads(lines[0]) | {"key": "other", "answer": "stale"}
+    path.write_text("\n".join([json.dumps(stale), *lines[1:]]) + "\n")
+    assert llm_qa.main([*SMOKE, "--set", "questions=3"], root=root) == 0
+    assert _untimed(_records(out)) == _untimed(more)  # recomputed to the same numbers
+
+
+def _untimed(records: list[dict]) -> list[dict]:
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return sorted(rows, key=lambda r: (r["dataset"], r["index"]))
+
+
+def _records(out) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted((out / "records").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
 
 
 def test_judge_calibration_separates_the_rated_predictions(text_assets):
