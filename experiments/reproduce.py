@@ -13,7 +13,7 @@ from gnuq.config import PROFILES
 
 # Appended as the experiments land, in the order `make reproduce` runs them.
 EXPERIMENTS: list[str] = [
-    "binary", "multiclass", "regression", "proxy_bias", "text_domains", "scaling",
+    "binary", "multiclass", "regression", "proxy_bias", "text_domains", "scaling", "llm_qa",
 ]  # fmt: skip
 
 
