@@ -1,4 +1,6 @@
-"""Agreement statistics between an estimate and its reference, and summaries across seeds."""
+"""Agreement statistics between an estimate and its reference, summaries across seeds, and the
+statistics of predicting a binary outcome from scores (AUROC of a logistic regression over random
+train/test splits, Benjamini-Hochberg)."""
 
 import numpy as np
 from scipy import stats
@@ -51,3 +53,81 @@ def welch(a, b) -> tuple[float, float, float]:
     t, p = stats.ttest_ind(a, b, equal_var=False)
     d = (a.mean() - b.mean()) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     return float(t), float(p), float(d)
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting
+    1/2 (the Mann-Whitney U statistic over n_pos n_neg)."""
+    scores = np.asarray(scores, np.float64).ravel()
+    labels = np.asarray(labels, bool).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"{scores.size} scores but {labels.size} labels")
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positive and negative labels")
+    ranks = stats.rankdata(scores)  # average ranks for ties
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def logistic_fit(features, labels, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
+    """Weights ``[F + 1]`` (bias last) of an L2-penalised logistic regression, by Newton's method
+    on standardised features (the small penalty keeps separable data finite):
+
+        minimise sum_n log(1 + exp(-s_n z_n)) + l2 / 2 ||w||^2,  z = [x, 1] w,  s = 2 y - 1
+    """
+    x = np.asarray(features, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    y = np.asarray(labels, np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features contain NaN or inf")
+    mean, sd = x.mean(0), x.std(0)
+    sd[sd == 0] = 1.0
+    design = np.column_stack([(x - mean) / sd, np.ones(len(x))])
+    w = np.zeros(design.shape[1])
+    penalty = l2 * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0  # the bias is not penalised
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-design @ w))
+        grad = design.T @ (p - y) + penalty @ w
+        hess = (design * (p * (1 - p))[:, None]).T @ design + penalty
+        step = np.linalg.solve(hess + 1e-10 * np.eye(len(w)), grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    # back to the original feature scale
+    weights = w[:-1] / sd
+    return np.append(weights, w[-1] - weights @ mean)
+
+
+def logistic_scores(weights: np.ndarray, features) -> np.ndarray:
+    """``[N]`` logits [x, 1] w of a ``logistic_fit``."""
+    x = np.asarray(features, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    return x @ weights[:-1] + weights[-1]
+
+
+def split_aurocs(
+    features, labels, splits: int, seed: int, test_fraction: float = 0.2
+) -> np.ndarray:
+    """AUROC on the held-out part of ``splits`` random train/test splits, a logistic regression
+    fitted on the rest each time. Splits whose train or test part lacks a class are redrawn."""
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, bool)
+    if y.all() or not y.any():
+        raise ValueError("the labels must contain both classes")
+    n_test = max(2, round(test_fraction * len(y)))
+    rng = np.random.default_rng(seed)
+    out: list[float] = []
+    while len(out) < splits:
+        order = rng.permutation(len(y))
+        test, train = order[:n_test], order[n_test:]
+        if len(set(y[test])) < 2 or len(set(y[train])) < 2:
+            continue
+        w = logistic_fit(x[train], y[train])
+        out.append(auroc(logistic_scores(w, x[test]), y[test]))
+    return np.asarray(out)
+
+
+def benjamini_hochberg(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (``scipy.stats.false_discovery_control``)."""
+    return stats.false_discovery_control(np.asarray(p_values, np.float64), method="bh")

@@ -57,3 +57,48 @@ def test_class_correlations_per_class_and_pooled():
     assert [c for c, _, _ in metrics.class_correlations(est[:, :1], ref[:, :1])] == ["overall"]
     with pytest.raises(ValueError, match=r"\[N, K\]"):
         metrics.class_correlations(est[:, 0], ref[:, 0])
+
+
+def test_auroc_by_hand():
+    # positives score 0.35 and 0.8, negatives 0.1 and 0.4: 3 of 4 pairs ordered right
+    assert metrics.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert metrics.auroc([1, 1, 2], [0, 1, 1]) == 0.75  # a tie counts 1/2
+    with pytest.raises(ValueError, match="both positive and negative"):
+        metrics.auroc([1, 2], [1, 1])
+
+
+def test_logistic_fit_is_the_penalised_maximum_likelihood():
+    """Against scipy.optimize on the same objective, written out in the original scale."""
+    from scipy import optimize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)) * [1.0, 10.0] + [0.0, 5.0]
+    y = rng.random(200) < 1 / (1 + np.exp(-(x[:, 0] - 0.1 * x[:, 1])))
+    w = metrics.logistic_fit(x, y, l2=0.0)
+
+    def nll(v):
+        z = x @ v[:2] + v[2]
+        return np.sum(np.logaddexp(0, z) - y * z)
+
+    ref = optimize.minimize(nll, np.zeros(3), method="BFGS", options={"gtol": 1e-8}).x
+    np.testing.assert_allclose(w, ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics.logistic_scores(w, x), x @ ref[:2] + ref[2], atol=1e-4)
+
+
+def test_split_aurocs_are_reproducible_and_see_the_signal():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    y = rng.random(300) < 1 / (1 + np.exp(-3 * x))
+    a = metrics.split_aurocs(x, y, splits=20, seed=3)
+    assert a.shape == (20,) and np.array_equal(a, metrics.split_aurocs(x, y, splits=20, seed=3))
+    assert 0.75 < a.mean() < 0.95  # the population AUROC of this model is about 0.85
+    noise = metrics.split_aurocs(rng.normal(size=300), y, splits=50, seed=3)
+    assert abs(noise.mean() - 0.5) < 0.05
+
+
+def test_benjamini_hochberg_by_hand():
+    # sorted p (0.01, 0.02, 0.03, 0.5) times m/rank (4, 2, 4/3, 1), then the running minimum from
+    # the top: (0.04, 0.04, 0.04, 0.5)
+    adjusted = metrics.benjamini_hochberg([0.5, 0.01, 0.03, 0.02])
+    np.testing.assert_allclose(adjusted, [0.5, 0.04, 0.04, 0.04])
+    assert np.all(adjusted >= [0.5, 0.01, 0.03, 0.02])
