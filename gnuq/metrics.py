@@ -113,19 +113,24 @@ def split_aurocs(
     fitted on the rest each time. Splits whose train or test part lacks a class are redrawn."""
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, bool)
-    if y.all() or not y.any():
-        raise ValueError("the labels must contain both classes")
+    if min(y.sum(), (~y).sum()) < 2:
+        raise ValueError(
+            f"{y.sum()} positive and {(~y).sum()} negative labels: each class needs at least 2 "
+            "(one for training, one for testing)"
+        )
     n_test = max(2, round(test_fraction * len(y)))
     rng = np.random.default_rng(seed)
     out: list[float] = []
-    while len(out) < splits:
+    for _ in range(1000 * splits):
         order = rng.permutation(len(y))
         test, train = order[:n_test], order[n_test:]
         if len(set(y[test])) < 2 or len(set(y[train])) < 2:
             continue
         w = logistic_fit(x[train], y[train])
         out.append(auroc(logistic_scores(w, x[test]), y[test]))
-    return np.asarray(out)
+        if len(out) == splits:
+            return np.asarray(out)
+    raise ValueError(f"only {len(out)} of {splits} random splits had both classes on each side")
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:

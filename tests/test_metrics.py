@@ -94,6 +94,8 @@ def test_split_aurocs_are_reproducible_and_see_the_signal():
     assert 0.75 < a.mean() < 0.95  # the population AUROC of this model is about 0.85
     noise = metrics.split_aurocs(rng.normal(size=300), y, splits=50, seed=3)
     assert abs(noise.mean() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.split_aurocs(x[:10], np.arange(10) == 0, splits=5, seed=0)
 
 
 def test_benjamini_hochberg_by_hand():
