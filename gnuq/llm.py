@@ -68,6 +68,7 @@ class LLM(NamedTuple):
     params: Params  # gnuq.decoder's layout, numpy float32
     tokenizer: object  # tokenizers.Tokenizer; encode() adds <bos> where the model wants one
     stop_ids: tuple[int, ...]  # end-of-answer token ids for generation
+    end_ids: tuple[int, ...] = ()  # tokens that end a one-sentence answer (kept in it)
 
 
 def gguf_path(source: Source, cache_dir: str | pathlib.Path) -> pathlib.Path:
@@ -113,19 +114,40 @@ def load(source: Source | str, cache_dir: str | pathlib.Path, with_tokenizer: bo
     params = params_from_gguf({t.name: _dequantize(gguf, t) for t in reader.tensors}, cfg)
     if not with_tokenizer:
         return LLM(source.name, cfg, params, None, ())
-    tokenizer = tokenizer_from_gguf(fields, cache=path.with_name(path.name + ".tokenizer.json"))
-    return LLM(source.name, cfg, params, tokenizer, stop_ids(tokenizer, cfg.arch))
+    tokenizer = tokenizer_from_gguf(fields, cache=_tokenizer_cache(path))
+    ends = sentence_end_ids(tokenizer) if cfg.arch == "llama" else ()
+    return LLM(source.name, cfg, params, tokenizer, stop_ids(tokenizer, cfg.arch), ends)
 
 
 def load_tokenizer(source: Source | str, cache_dir: str | pathlib.Path):
     """Only the tokenizer of a model (cached as JSON beside its GGUF after the first build)."""
     source = SOURCES[source] if isinstance(source, str) else source
     path = gguf_path(source, cache_dir)
-    cache = path.with_name(path.name + ".tokenizer.json")
+    cache = _tokenizer_cache(path)
     if cache.exists():
         return tokenizer_from_gguf({}, cache)
     reader = assets.require("gguf", "llm").GGUFReader(str(path))
     return tokenizer_from_gguf({k: f.contents() for k, f in reader.fields.items()}, cache)
+
+
+def _tokenizer_cache(gguf: pathlib.Path) -> pathlib.Path:
+    """Where the tokenizer built from ``gguf`` is cached: named by this file's code and the
+    ``tokenizers`` version, so a change to either rebuilds it."""
+    tokenizers = assets.require("tokenizers", "llm")
+    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+    digest.update(tokenizers.__version__.encode())
+    return gguf.with_name(f"{gguf.name}.tokenizer-{digest.hexdigest()[:12]}.json")
+
+
+def sentence_end_ids(tokenizer) -> tuple[int, ...]:
+    """Ids of the tokens whose text ends a sentence ('.', '!' or '?', then only closing quotes or
+    spaces): a chat model's answer ends there, as the paper's one-sentence answers do."""
+    ends = []
+    for i in tokenizer.get_vocab().values():
+        text = tokenizer.decode([i]).rstrip(" \"')")
+        if text.endswith((".", "!", "?")) and i not in tokenizer.get_added_tokens_decoder():
+            ends.append(i)
+    return tuple(sorted(ends))
 
 
 def stop_ids(tokenizer, arch: str) -> tuple[int, ...]:

@@ -244,3 +244,9 @@ def test_real_model_greedy_answers(source):
     )
     for question, expected in ANSWERS[source.name].items():
         assert llm.answer(model, question) == expected
+
+
+def test_sentence_end_tokens():
+    tok = llm.tiny("llama").tokenizer
+    ends = {tok.decode([i]) for i in llm.sentence_end_ids(tok)}
+    assert {".", "!", "?"} <= ends and "a" not in ends and "<|im_end|>" not in ends
