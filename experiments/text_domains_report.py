@@ -314,21 +314,27 @@ def check_claims(records: list[dict], root: pathlib.Path, synthetic: pathlib.Pat
         )
     d = [abs(r["cohens_d"]) for r in tests]
     claim("the effect is large: |Cohen's d| > 0.8 in every seed", min(d) > 0.8, _list(d))
-    if (root / synthetic / "results.json").exists():
-        synth = [
+    path = root / synthetic / "results.json"
+    synth = (
+        [
             abs(r["cohens_d"])
-            for r in json.loads((root / synthetic / "results.json").read_text())["records"]
+            for r in json.loads(path.read_text())["records"]
             if r["quantity"] == "log_ratio_test"
         ]
+        if path.exists()
+        else []
+    )
+    if synth:
         claim(
-            "the effect is larger than in the synthetic proxy-bias study (mean |d|)",
+            "the effect is larger than in the synthetic proxy-bias study: the mean |d| over our "
+            "seeds exceeds the largest |d| of any synthetic problem and seed",
             np.mean(d) > max(synth),
             f"text {np.mean(d):.2f} vs largest synthetic {max(synth):.2f} ({synthetic})",
         )
     else:
         lines.append(
-            f"- **not checked**: larger than in the synthetic study ({synthetic} is absent: run "
-            "`python -m experiments.proxy_bias` on this profile)"
+            f"- **not checked**: larger than in the synthetic study ({synthetic} holds no "
+            "proxy-bias results: run `python -m experiments.proxy_bias` on this profile)"
         )
     accuracy = [
         r["value"] for r in records if r["quantity"] == "accuracy" and r["domain"] != "overall"
