@@ -315,9 +315,7 @@ def draw_bands(cfg, units, out) -> None:
         ax.set_xlabel("eigenvalue index")
         ax.set_title("spectrum of the posterior precision at the MAP")
         ax.legend(fontsize=7)
-    fig.savefig(out / "bands.png", dpi=110)
-    fig.savefig(out / "bands.pdf", metadata=report.PDF_METADATA)
-    plt.close(fig)
+    report.save_figure(fig, out / "bands")
 
 
 def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:

@@ -281,10 +281,7 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
         "reference failed its gate; dotted = needs an accelerator",
         fontsize=10,
     )
-    stem = out / ("figure3" if x_axis == "params" else "figure3_params_per_n")
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
-    fig.savefig(stem.with_suffix(".pdf"), metadata=report.PDF_METADATA)
-    plt.close(fig)
+    report.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))
 
 
 def check_claims(cfg, records: list[dict], diagnostics: list[dict]) -> list[str]:

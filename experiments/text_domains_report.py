@@ -264,10 +264,7 @@ def figure4(stem: pathlib.Path, a: dict, records: list[dict], seed: int, profile
         "DistilBERT)",
         fontsize=10,
     )
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
-    fig.savefig(stem.with_suffix(".pdf"), metadata=report.PDF_METADATA)
-    plt.close(fig)
+    report.save_figure(fig, stem)
 
 
 def check_claims(records: list[dict], root: pathlib.Path, synthetic: pathlib.Path) -> list[str]:

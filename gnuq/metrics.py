@@ -1,6 +1,8 @@
 """Agreement statistics between an estimate and its reference, summaries across seeds, and the
 statistics of predicting a binary outcome from scores (AUROC of a logistic regression over random
-train/test splits, Benjamini-Hochberg)."""
+train/test splits, paired bootstrap, Benjamini-Hochberg)."""
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -106,13 +108,13 @@ def logistic_scores(weights: np.ndarray, features) -> np.ndarray:
     return x @ weights[:-1] + weights[-1]
 
 
-def split_aurocs(
-    features, labels, splits: int, seed: int, test_fraction: float = 0.2
-) -> np.ndarray:
-    """AUROC on the held-out part of ``splits`` random train/test splits, a logistic regression
-    fitted on the rest each time. Splits whose train or test part lacks a class are redrawn."""
-    x = np.asarray(features, np.float64)
-    y = np.asarray(labels, bool)
+def random_splits(
+    labels, splits: int, seed: int, test_fraction: float = 0.2
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``splits`` random ``(train, test)`` index pairs, ``test_fraction`` of the items held out,
+    each side holding both classes (splits that do not are redrawn). The splits depend only on
+    the labels and the seed, so every score of the same items sees the same splits (paired)."""
+    y = np.asarray(labels, bool).ravel()
     if min(y.sum(), (~y).sum()) < 2:
         raise ValueError(
             f"{y.sum()} positive and {(~y).sum()} negative labels: each class needs at least 2 "
@@ -120,17 +122,51 @@ def split_aurocs(
         )
     n_test = max(2, round(test_fraction * len(y)))
     rng = np.random.default_rng(seed)
-    out: list[float] = []
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     for _ in range(1000 * splits):
         order = rng.permutation(len(y))
         test, train = order[:n_test], order[n_test:]
-        if len(set(y[test])) < 2 or len(set(y[train])) < 2:
+        if y[test].all() or not y[test].any() or y[train].all() or not y[train].any():
             continue
-        w = logistic_fit(x[train], y[train])
-        out.append(auroc(logistic_scores(w, x[test]), y[test]))
+        out.append((train, test))
         if len(out) == splits:
-            return np.asarray(out)
+            return out
     raise ValueError(f"only {len(out)} of {splits} random splits had both classes on each side")
+
+
+def split_aurocs(features, labels, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``[S]`` held-out AUROCs: per ``(train, test)`` split, a ``logistic_fit`` on the train part
+    scores the test part. ``features`` ``[N]`` or ``[N, F]``, ``labels`` ``[N]``."""
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, bool)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} feature rows but {len(y)} labels")
+    return np.asarray(
+        [auroc(logistic_scores(logistic_fit(x[tr], y[tr]), x[te]), y[te]) for tr, te in splits]
+    )
+
+
+def paired_bootstrap(
+    differences, resamples: int, seed: int, level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """Mean of paired differences ``[N]`` with a percentile bootstrap interval and a two-sided p:
+    the N pairs resampled with replacement ``resamples`` times,
+
+        p = min(1, 2 (1 + #{resampled means on the far side of 0}) / (1 + resamples)),
+
+    the far side being the one opposite the observed mean (the +1 keeps p above 0: a bootstrap
+    cannot show a probability below 1 / resamples). Returns ``(mean, lo, hi, p)``.
+    """
+    d = np.asarray(differences, np.float64).ravel()
+    if d.size < 2 or not np.all(np.isfinite(d)):
+        raise ValueError(f"need at least 2 finite differences, got {d.tolist()}")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(1)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    far = np.sum(means <= 0) if d.mean() > 0 else np.sum(means >= 0)
+    p = min(1.0, 2 * (1 + far) / (1 + resamples))
+    return float(d.mean()), float(lo), float(hi), float(p)
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:

@@ -255,7 +255,12 @@ def maps_figure(
         fig.colorbar(
             image, ax=normalised_axes, shrink=0.6, location=where, label="normalised uncertainty"
         )
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path_stem.with_suffix(".png"), dpi=110)
-    fig.savefig(path_stem.with_suffix(".pdf"), metadata=PDF_METADATA)
+    save_figure(fig, path_stem)
+
+
+def save_figure(fig, stem: pathlib.Path) -> None:
+    """``stem``.png and ``stem``.pdf (no timestamp in the PDF), then close the figure."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    fig.savefig(stem.with_suffix(".pdf"), metadata=PDF_METADATA)
     plt.close(fig)

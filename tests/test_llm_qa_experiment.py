@@ -32,6 +32,13 @@ def test_smoke_records_every_signal_and_resumes(text_assets):
     assert 0 <= judge["balanced_accuracy"] <= 1
     for name in ("answers.md", "timing.md", "judge.md"):
         assert "TriviaQA" in (out / name).read_text() or name == "judge.md"
+    # part 2 renders every table, the figure and the claims, even where the tiny random model's
+    # answers leave an AUROC undefined (then the cell is "—" and the row says why)
+    for name in ("table2", "table11", "table12", "table13", "lift", "table14", "table15"):
+        assert "TriviaQA" in (out / f"{name}.md").read_text(), name
+    assert (out / "auroc.png").stat().st_size > 0 and (out / "claims.md").exists()
+    for row in (r for r in data["records"] if r["quantity"] == "auroc"):
+        assert "undefined" in row or 0 <= row["mean"] <= 1
     # a rerun reads every record from the cache; asking for more questions continues them
     assert llm_qa.main(SMOKE, root=root) == 0
     assert _records(out) == records

@@ -89,13 +89,43 @@ def test_split_aurocs_are_reproducible_and_see_the_signal():
     rng = np.random.default_rng(1)
     x = rng.normal(size=300)
     y = rng.random(300) < 1 / (1 + np.exp(-3 * x))
-    a = metrics.split_aurocs(x, y, splits=20, seed=3)
-    assert a.shape == (20,) and np.array_equal(a, metrics.split_aurocs(x, y, splits=20, seed=3))
+    splits = metrics.random_splits(y, splits=20, seed=3)
+    assert all(len(test) == 60 and len(train) == 240 for train, test in splits)
+    a = metrics.split_aurocs(x, y, splits)
+    again = metrics.split_aurocs(x, y, metrics.random_splits(y, splits=20, seed=3))
+    assert a.shape == (20,) and np.array_equal(a, again)
     assert 0.75 < a.mean() < 0.95  # the population AUROC of this model is about 0.85
-    noise = metrics.split_aurocs(rng.normal(size=300), y, splits=50, seed=3)
+    # a decreasing score is learned as such: the logistic regression picks the sign
+    np.testing.assert_allclose(metrics.split_aurocs(-x, y, splits), a)
+    noise = metrics.split_aurocs(rng.normal(size=300), y, metrics.random_splits(y, 50, seed=3))
     assert abs(noise.mean() - 0.5) < 0.05
+
+
+def test_random_splits_hold_both_classes_or_refuse():
+    y = np.arange(12) < 3  # 3 positives: many 80/20 splits hold none in the test part
+    for train, test in metrics.random_splits(y, splits=30, seed=0):
+        assert 0 < y[test].sum() < len(test) and 0 < y[train].sum() < len(train)
+        assert sorted([*train, *test]) == list(range(12))
     with pytest.raises(ValueError, match="at least 2"):
-        metrics.split_aurocs(x[:10], np.arange(10) == 0, splits=5, seed=0)
+        metrics.random_splits(np.arange(10) == 0, splits=5, seed=0)
+
+
+def test_paired_bootstrap_by_hand():
+    # differences all equal: every resampled mean is the same, the interval collapses on it and
+    # no resample reaches 0, so p is the floor 2 / (1 + resamples)
+    mean, lo, hi, p = metrics.paired_bootstrap([0.1, 0.1, 0.1], resamples=999, seed=0)
+    assert (mean, lo, hi) == pytest.approx((0.1, 0.1, 0.1)) and p == pytest.approx(2 / 1000)
+    # (-1, 1): a resampled mean is -1, 0 or 1 with probability 1/4, 1/2, 1/4, so for an observed
+    # mean of 0 the far side (>= 0) holds 3/4 of the resamples and p is 1
+    assert metrics.paired_bootstrap([-1.0, 1.0], resamples=4000, seed=0)[3] == 1.0
+    # (1, 1, -1, 1, 1): the resampled mean is <= 0 when at least 3 of the 5 draws are -1,
+    # P = sum_{k>=3} C(5,k) 0.2^k 0.8^(5-k) = 0.05792, so p is about 2 x 0.058
+    d = [1.0, 1.0, -1.0, 1.0, 1.0]
+    assert metrics.paired_bootstrap(d, resamples=200_000, seed=1)[3] == pytest.approx(
+        0.11584, abs=0.004
+    )
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        metrics.paired_bootstrap([0.1, np.nan], resamples=10, seed=0)
 
 
 def test_benjamini_hochberg_by_hand():

@@ -1,0 +1,154 @@
+"""Part 2 of the LLM QA experiment (experiments/llm_qa_stats.py) on synthetic records whose
+ground truth is known: which score predicts correctness, and how strongly."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments import llm_qa_stats as qs
+
+MODELS = ("model-a", "model-b")
+DATASETS = ("truthfulqa", "nq_open")
+SQ_NORMS = {"model-a": 4.0, "model-b": 400.0}
+
+
+def _records(n: int = 120, seed: int = 0) -> list[dict]:
+    """On truthfulqa correctness follows the epistemic score (a logistic link, population AUROC
+    about 0.8), on nq_open it follows P(True); every other score is noise. model-b's epistemic
+    is 100x model-a's, as gradient norms differ between architectures."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for m, model in enumerate(MODELS):
+        for dataset in DATASETS:
+            z = rng.normal(size=n)
+            correct = rng.random(n) < 1 / (1 + np.exp(-2.5 * z))
+            epi = np.exp(z if dataset == "truthfulqa" else rng.normal(size=n)) * 100**m
+            p_true = 1 / (1 + np.exp(-(z if dataset == "nq_open" else rng.normal(size=n))))
+            for i in range(n):
+                out.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "n_params": 10 * (m + 1),
+                        "correct": bool(correct[i]),
+                        "epistemic": float(epi[i]),
+                        "aleatoric": float(rng.uniform(0, 0.25)),
+                        "naive_entropy": float(rng.uniform(0, 3)),
+                        "semantic_entropy": float(rng.uniform(0, 1.6)),
+                        "p_true": float(p_true[i]),
+                    }
+                )
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    return qs.all_rows(_records(), MODELS, DATASETS, SQ_NORMS, seed=0)
+
+
+def _get(rows, quantity, **match):
+    return [
+        r for r in rows if r["quantity"] == quantity and all(r[k] == v for k, v in match.items())
+    ]
+
+
+def test_aurocs_find_the_informative_score(rows):
+    aurocs = _get(rows, "auroc")
+    assert len(aurocs) == len(DATASETS) * len(qs.METHODS) * (len(MODELS) + 1)
+    for r in aurocs:
+        assert 0 <= r["lo"] <= r["mean"] <= r["hi"] <= 1 and r["splits"] == qs.BOOTSTRAP_SPLITS
+    mean = {(r["problem"], r["method"]): r["mean"] for r in _get(rows, "auroc", model=qs.MEAN)}
+    assert mean[("truthfulqa", "epistemic")] > 0.7 and mean[("truthfulqa", "epi_alea")] > 0.7
+    assert mean[("nq_open", "p_true")] > 0.7
+    for method in ("naive_entropy", "semantic_entropy", "aleatoric"):
+        assert abs(mean[("truthfulqa", method)] - 0.5) < 0.1, method
+    # the mean over models is the run-by-run mean of the per-model AUROCs
+    per_model = [
+        r["mean"]
+        for r in _get(rows, "auroc", problem="nq_open", method="p_true")
+        if r["model"] != qs.MEAN
+    ]
+    assert mean[("nq_open", "p_true")] == pytest.approx(np.mean(per_model))
+
+
+def test_significance_tests_are_bh_adjusted_and_directed(rows):
+    tests = _get(rows, "paired_t")
+    assert len(tests) == 18  # 3 gradient methods x 3 baselines x 2 datasets
+    p = np.array([r["p"] for r in tests])
+    p_bh = np.array([r["p_bh"] for r in tests])
+    assert np.all(p_bh >= p - 1e-15) and np.all(p_bh <= 1)
+    order = np.argsort(p, kind="stable")
+    assert np.all(np.diff(p_bh[order]) >= -1e-15)  # monotone in the rank of p
+    (epi_vs_naive,) = [
+        r
+        for r in _get(rows, "paired_t", problem="truthfulqa", method="epistemic")
+        if r["baseline"] == "naive_entropy"
+    ]
+    assert epi_vs_naive["difference"] > 0.15 and epi_vs_naive["p_bh"] < 0.05
+    (alea_vs_p_true,) = [
+        r
+        for r in _get(rows, "paired_t", problem="nq_open", method="aleatoric")
+        if r["baseline"] == "p_true"
+    ]
+    assert alea_vs_p_true["difference"] < -0.15 and alea_vs_p_true["p_bh"] < 0.05
+    lift = {r["problem"]: r for r in _get(rows, "lift")}
+    assert lift["truthfulqa"]["pairs"] == len(MODELS) * qs.TEST_SPLITS
+    # aleatoric is noise everywhere: adding the informative epistemic score lifts on truthfulqa
+    assert lift["truthfulqa"]["lo"] > 0 and lift["truthfulqa"]["p"] < 0.05
+    assert lift["nq_open"]["lo"] <= lift["nq_open"]["mean"] <= lift["nq_open"]["hi"]
+
+
+def test_spearman_matches_scipy_per_model_and_pooled(rows):
+    records = _records()
+    for r in _get(rows, "spearman_epistemic_p_true"):
+        part = [
+            x
+            for x in records
+            if x["dataset"] == r["problem"] and r["model"] in (qs.POOLED, x["model"])
+        ]
+        rho, p = stats.spearmanr([x["epistemic"] for x in part], [x["p_true"] for x in part])
+        assert (r["rho"], r["p"], r["n"]) == pytest.approx((rho, p, len(part)))
+    pooled = _get(rows, "spearman_epistemic_p_true", problem="nq_open", model=qs.POOLED)[0]
+    assert pooled["n"] == 240
+
+
+def test_transfer_scores_the_held_out_model(rows):
+    held = [r for r in _get(rows, "transfer_auroc") if r["model"] != qs.MEAN]
+    assert len(held) == len(DATASETS) * len(qs.TRANSFER) * len(MODELS)
+    for r in held:
+        assert 0 <= r["auroc"] <= 1 and r["trained_on"] == [m for m in MODELS if m != r["model"]]
+    # one training model: a single feature's AUROC is the same raw or normalized
+    for d in DATASETS:
+        for m in MODELS:
+            raw = _get(rows, "transfer_auroc", problem=d, model=m, method="raw")[0]["auroc"]
+            norm = _get(rows, "transfer_auroc", problem=d, model=m, method="normalized")[0]
+            assert norm["auroc"] == pytest.approx(raw)
+    # on truthfulqa the sign of the epistemic link transfers even across a 100x scale
+    truthful = _get(rows, "transfer_auroc", problem="truthfulqa", model=qs.MEAN, method="raw")
+    assert truthful[0]["mean"] > 0.7
+
+
+def test_too_few_correct_answers_give_reasons_not_numbers():
+    records = _records(n=30)
+    for r in records:
+        if r["model"] == "model-a" and r["dataset"] == "nq_open":
+            r["correct"] = False
+    records[[r["model"] == "model-a" and r["dataset"] == "nq_open" for r in records].index(True)][
+        "correct"
+    ] = True
+    rows = qs.all_rows(records, MODELS, DATASETS, SQ_NORMS, seed=0)
+    bad = _get(rows, "auroc", problem="nq_open", model="model-a")
+    assert all("1 correct of 30" in r["undefined"] for r in bad)
+    assert all("undefined" in r for r in _get(rows, "auroc", problem="nq_open", model=qs.MEAN))
+    assert _get(rows, "paired_t", problem="nq_open") == []  # no test without every model
+    assert len(_get(rows, "paired_t", problem="truthfulqa")) == 9
+    assert all("mean" in r for r in _get(rows, "auroc", problem="truthfulqa"))
+
+
+def test_bad_records_are_named():
+    records = _records(n=10)
+    records[3]["epistemic"] = float("nan")
+    with pytest.raises(ValueError, match="epistemic holds NaN"):
+        qs.all_rows(records, MODELS, DATASETS, SQ_NORMS, seed=0)
+    with pytest.raises(ValueError, match="no records for model-c"):
+        qs.all_rows(_records(n=10), ("model-c",), DATASETS, SQ_NORMS, seed=0)
