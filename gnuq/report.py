@@ -22,12 +22,13 @@ from gnuq.paper_values import paper_value
 
 
 def git_commit() -> str:
-    """The checked-out commit, with ``-dirty`` when tracked files differ from it."""
+    """The checked-out commit, with ``-dirty`` when tracked files outside ``figures/`` differ
+    from it (outputs, e.g. records a background run is appending to, do not change the code)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True).returncode
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)figures"], capture_output=True).returncode
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
