@@ -1,0 +1,194 @@
+"""Table 1 and the gallery of one profile's results, beside the paper's.
+
+- ``figures/<profile>/table1.md`` (and ``.tex``): the paper's summary table (binary, 4-class and
+  regression; epistemic and aleatoric; Pearson r / Spearman rho), assembled from the
+  experiments' ``results.json``, our "mean [min, max]" over seeds beside the paper's value;
+- the gallery, ``figures/README.md`` for the quick profile (the page a reader of the repository
+  sees) and ``figures/<profile>/README.md`` for the others: per experiment its run (commit, wall
+  time), the reference diagnostics that pass the gate, the paper's claims marked holds / fails
+  with the evidence, every table and every figure.
+
+Rendered from files only (results.json, the tables, claims.md, reproduce.json), so it never
+recomputes anything. Run as ``python -m experiments.gallery --profile quick``.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+from collections import defaultdict
+
+from gnuq import report
+from gnuq.config import PROFILES
+from gnuq.paper_values import paper_value
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAPER_ITEMS = {  # experiment -> what it regenerates, in `make reproduce` order
+    "binary": "Tables 5, 6; Figures 5-8 (binary classification)",
+    "multiclass": "Table 8; Figure 2 (4-class classification)",
+    "regression": "Table 9; App. E figure (1D regression)",
+    "proxy_bias": "Table 3; Figure 1 (proxy-Hessian bias)",
+    "text_domains": "Table 4; Figure 4 (proxy bias with a text encoder)",
+    "scaling": "Table 10; Figure 3 (parameter-count sweep)",
+    "llm_qa": "Tables 2, 11-15 (LLM question answering)",
+}
+TABLE1 = [  # (experiment, problem, label, quantity, method): the rows of the paper's Table 1
+    *(
+        ("binary", p, label, q, m)
+        for p, label in (("linear", "Linear"), ("xor", "XOR"), ("rings", "Rings"))
+        for q, m in (("epistemic", "GN"), ("epistemic", "LA"), ("aleatoric", "PE"))
+    ),
+    *(
+        ("multiclass", p, label, q, m)
+        for p, label in (("clusters", "Clusters"), ("spirals", "Spirals"), ("rings4", "Rings"))
+        for q, m in (("epistemic", "GN"), ("aleatoric", "PE"))
+    ),
+    *(
+        ("regression", p, label, "epistemic", m)
+        for p, label in (("linear_1d", "Linear"), ("nonlinear_1d", "Nonlin."))
+        for m in ("GN", "LA")
+    ),
+]
+SETTINGS = {"binary": "binary", "multiclass": "4-class", "regression": "regression"}
+
+
+def profile_dir(root: pathlib.Path, profile: str) -> pathlib.Path:
+    return root / "figures" / profile
+
+
+def gallery_path(root: pathlib.Path, profile: str) -> pathlib.Path:
+    """figures/README.md for quick (the repository's front page for results), else per profile."""
+    return root / "figures" / ("README.md" if profile == "quick" else f"{profile}/README.md")
+
+
+def load_results(root: pathlib.Path, profile: str) -> dict[str, dict]:
+    """Every ``results.json`` of the profile, by experiment."""
+    out = {}
+    for path in sorted(profile_dir(root, profile).glob("*/results.json")):
+        out[path.parent.name] = json.loads(path.read_text())
+    return out
+
+
+def table1(results: dict[str, dict], profile: str) -> tuple[str, str]:
+    """The paper's Table 1 from the binary, multiclass and regression results (overall rows)."""
+    cells: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for experiment in SETTINGS:
+        for rec in results.get(experiment, {}).get("records", []):
+            if rec["class"] == "overall" and "pearson" in rec:
+                key = (experiment, rec["problem"], rec["quantity"], rec["method"])
+                cells[key].append((rec["pearson"], rec["spearman"]))
+    body = []
+    for experiment, problem, label, quantity, method in TABLE1:
+        ours = cells.get((experiment, problem, quantity, method), [])
+        paper = paper_value(experiment, problem, quantity, method, "overall")
+        line = [SETTINGS[experiment], label, f"{quantity} ({method})"]
+        for stat in (0, 1):
+            line.append(report.spread_cell([v[stat] for v in ours]))
+            line.append("—" if paper is None else f"{paper[stat]:.2f}")
+        body.append(line)
+    header = ["setting", "problem", "estimate", "r", "paper r", "ρ", "paper ρ"]
+    caption = (
+        f"Table 1: correlation with the NUTS reference over the evaluation grid, ours as mean "
+        f"[min, max] over seeds ({profile}) beside the paper's. GN: ‖∇θp‖²; LA: Laplace; PE: "
+        f"p(1 − p) at the MAP. From the binary, multiclass and regression results."
+    )
+    return report.rows_table(header, body, caption)
+
+
+def _claims(directory: pathlib.Path) -> list[str]:
+    path = directory / "claims.md"
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("# ")]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return lines
+
+
+def _diagnostics(data: dict) -> str:
+    rows = data.get("diagnostics") or []
+    if not rows:
+        return ""
+    ok = sum(bool(r["ok"]) for r in rows)
+    failed = [f"{r['problem']} {r['model']} seed {r['seed']}" for r in rows if not r["ok"]]
+    line = f"NUTS references passing the convergence gate: **{ok} of {len(rows)}**"
+    return line + (f" (failed: {', '.join(failed)})" if failed else "")
+
+
+def _tables(directory: pathlib.Path) -> list[str]:
+    """The experiment's Markdown tables, paper tables first in their number's order."""
+
+    def order(path: pathlib.Path):
+        digits = "".join(c for c in path.stem if c.isdigit())
+        return (0, int(digits), path.stem) if path.stem.startswith("table") else (1, 0, path.stem)
+
+    skip = {"claims.md", "README.md"}
+    return [p.read_text() for p in sorted(directory.glob("*.md"), key=order) if p.name not in skip]
+
+
+def gallery(root: pathlib.Path, profile: str) -> pathlib.Path:
+    """Write Table 1 and the profile's gallery; returns the gallery's path."""
+    directory = profile_dir(root, profile)
+    results = load_results(root, profile)
+    if not results:
+        raise FileNotFoundError(f"no results under {directory}: run `make reproduce` first")
+    t1 = table1(results, profile)
+    report.write_table(directory, "table1", t1)
+    run_path = directory / "reproduce.json"
+    run = json.loads(run_path.read_text()) if run_path.exists() else {}
+    page = gallery_path(root, profile)
+    link = lambda p: p.relative_to(page.parent).as_posix()  # noqa: E731
+    lines = [
+        f"# Results: the {profile} profile beside the paper",
+        "",
+        "Every number in an unlabelled column is computed by this repository's code (`make "
+        f"reproduce{'' if profile == 'quick' else f' PROFILE={profile}'}`); the paper's values "
+        "sit in the columns labelled paper (— where its text lost them). Substitutes are named "
+        "in each table.",
+        "",
+    ]
+    if run:
+        machine = run.get("machine", {})
+        lines += [
+            f"- machine: {machine.get('cpus', '?')} CPU cores, {machine.get('platform', '?')}, "
+            f"JAX on {machine.get('jax_backend', '?')}",
+            f"- last `make reproduce` run: {run.get('total_seconds', 0) / 60:.1f} min (cached "
+            "units are reused: a rerun takes seconds, a run from scratch takes the time in the "
+            "README)",
+        ]
+    all_claims = [c for name in results for c in _claims(directory / name)]
+    holds = sum("**holds**" in c for c in all_claims)
+    fails = sum("**fails**" in c for c in all_claims)
+    lines += [f"- the paper's qualitative claims: {holds} hold, {fails} fail (listed below)", ""]
+    lines += ["## Table 1", "", t1[0]]
+    order = [e for e in PAPER_ITEMS if e in results] + sorted(set(results) - set(PAPER_ITEMS))
+    for name in order:
+        data, exp_dir = results[name], directory / name
+        seconds = run.get("experiments", {}).get(name, {}).get("seconds")
+        lines += [f"## {name}: {PAPER_ITEMS.get(name, 'not in the paper')}", ""]
+        meta = f"commit `{data.get('git_commit', '?')}`"
+        if seconds is not None:
+            meta += f", last run {seconds:.0f} s"
+        lines += [meta, ""]
+        if diag := _diagnostics(data):
+            lines += [diag, ""]
+        if claims := _claims(exp_dir):
+            lines += ["**Claims**", "", *claims, ""]
+        for table in _tables(exp_dir):
+            lines += [table]
+        for png in sorted(exp_dir.glob("*.png")):
+            lines += [f"![{name}: {png.stem}]({link(png)})", ""]
+    page.write_text("\n".join(lines) + "\n")
+    return page
+
+
+def main(argv: list[str] | None = None, root: pathlib.Path = ROOT) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", choices=PROFILES)
+    args = parser.parse_args(argv)
+    print(f"wrote {gallery(root, args.profile)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""`make reproduce`'s guarantees on the binary experiment's smoke profile (NUTS, MAP, Laplace,
+maps): a run killed mid-way and started again ends with the numbers of an uninterrupted run; two
+runs give identical results files; the gallery and Table 1 are built from the results; a toy
+problem registered by a user runs through the experiment."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import classification, gallery
+from gnuq import problems
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# two units (seeds) of the cheapest problem keep a run near 20 s and give a kill a mid-point
+ARGS = [
+    "--profile",
+    "smoke",
+    "--set",
+    "seeds=[0, 1]",
+    "--set",
+    'problems=[{name = "linear", label = "Linear (LogReg)", widths = [], n_train = 40}]',
+]
+RUN = (
+    "import pathlib, sys\n"
+    "from experiments import classification\n"
+    "sys.exit(classification.main('binary.toml', sys.argv[2:], root=pathlib.Path(sys.argv[1])))"
+)
+
+
+def _start(root: pathlib.Path) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, str(root), *ARGS],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _results(root: pathlib.Path) -> dict:
+    data = json.loads((root / "figures" / "smoke" / "binary" / "results.json").read_text())
+    return {k: v for k, v in data.items() if k != "git_commit"}
+
+
+def _units(root: pathlib.Path) -> list[pathlib.Path]:
+    return sorted((root / "results" / "smoke" / "binary").glob("linear-seed*.npz"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    _finish(_start(root))
+    return root
+
+
+def test_two_runs_give_identical_results_files(uninterrupted, tmp_path):
+    _finish(_start(tmp_path))
+    assert _results(tmp_path) == _results(uninterrupted)
+    for name in ("table5.md", "table6.md", "diagnostics.md", "claims.md"):
+        a = (tmp_path / "figures" / "smoke" / "binary" / name).read_text()
+        assert a == (uninterrupted / "figures" / "smoke" / "binary" / name).read_text(), name
+
+
+def test_killed_run_resumes_to_the_uninterrupted_numbers(uninterrupted, tmp_path):
+    proc = _start(tmp_path)
+    deadline = time.monotonic() + 300
+    while not _units(tmp_path):  # the first unit is cached: the second one is in flight
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    (done,) = _units(tmp_path)
+    assert "seed0" in done.name
+    # a cache file damaged on disk is reported and recomputed, not read
+    done.write_bytes(done.read_bytes()[:100])
+    out = _finish(_start(tmp_path))
+    assert "unreadable" in out and "recomputing" in out, out
+    assert _results(tmp_path) == _results(uninterrupted)
+    assert len(_units(tmp_path)) == 2
+
+
+def test_gallery_and_table1_from_the_smoke_results(uninterrupted):
+    page = gallery.gallery(uninterrupted, "smoke")
+    assert page == uninterrupted / "figures" / "smoke" / "README.md"
+    text = page.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links and all((page.parent / link).exists() for link in links)
+    assert "## binary" in text and ("**fails**" in text or "**holds**" in text)
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (uninterrupted / "figures" / "smoke" / "table1.md").read_text().splitlines()
+        if line.startswith("| binary | Linear")
+    ]
+    assert len(rows) == 3
+    for cells in rows:  # ours and the paper's, for r and for rho
+        _, _, _, r, paper_r, rho, paper_rho = cells
+        assert re.match(r"-?\d\.\d\d \[", r) and re.match(r"-?\d\.\d\d \[", rho)
+        assert re.fullmatch(r"\d\.\d\d", paper_r) and re.fullmatch(r"\d\.\d\d", paper_rho)
+
+
+def test_missing_results_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        gallery.gallery(tmp_path, "smoke")
+
+
+@problems.register("test_stripes", task="bernoulli", box=((-2, 2), (-2, 2)))
+def _stripes(key, n, width=0.75):
+    x = jax.random.uniform(key, (n, 2), minval=-1.5, maxval=1.5)
+    return x, (jnp.floor(x[:, 0] / width) % 2).astype(int)
+
+
+def test_a_registered_toy_problem_runs_through_the_binary_experiment(tmp_path):
+    spec = '{name = "test_stripes", label = "Stripes (MLP)", widths = [4], n_train = 40}'
+    argv = ["--profile", "smoke", "--set", f"problems=[{spec}]"]
+    assert classification.main("binary.toml", argv, root=tmp_path) == 0
+    out = tmp_path / "figures" / "smoke" / "binary"
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert {r["problem"] for r in records} == {"test_stripes"}
+    assert (out / "maps_test_stripes.png").exists()
+    assert "Stripes (MLP)" in (out / "table5.md").read_text()
