@@ -12,6 +12,7 @@ raises ``ConfigError`` naming the key and the file, never a silently ignored set
 
 import argparse
 import dataclasses
+import importlib
 import pathlib
 import tomllib
 import types
@@ -95,14 +96,34 @@ def build(schema: type[T], data: dict, source: str, prefix: str = "") -> T:
 def cli(
     schema: type[T], default_path: str | pathlib.Path, argv: Sequence[str] | None = None
 ) -> tuple[T, str, argparse.Namespace]:
-    """Parse ``--profile``, ``--config`` and repeated ``--set`` into a config of ``schema``."""
+    """Parse ``--profile``, ``--config`` and repeated ``--set`` into a config of ``schema``.
+
+    ``--import MODULE`` (repeatable) imports a module of the user's first, e.g. one that
+    registers a toy problem with ``gnuq.problems.register``, so a setting can name it.
+    """
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", default="quick", help=f"one of {PROFILES} (default: quick)")
     parser.add_argument("--config", default=str(default_path), help="TOML config file")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable"
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module first (one that registers problems), repeatable",
+    )
     args = parser.parse_args(argv)
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"--import {module}: {err} (give a module name importable from the current "
+                "directory, e.g. my_problems for ./my_problems.py)"
+            ) from err
     return load(args.config, schema, args.profile, args.set), args.profile, args
 
 

@@ -84,3 +84,22 @@ def test_unknown_profile_and_missing_keys(path, tmp_path):
         config.load(other, Experiment, "quick")
     with pytest.raises(config.ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.toml", Experiment, "quick")
+
+
+def test_import_registers_a_users_problem_before_the_config_is_read(path, tmp_path, monkeypatch):
+    from gnuq import problems
+
+    monkeypatch.setattr(problems, "_REGISTRY", dict(problems._REGISTRY))  # leave no trace
+    (tmp_path / "my_cfg_problems.py").write_text(
+        "import jax.numpy as jnp\n"
+        "from gnuq import problems\n\n"
+        "@problems.register('cfg_test_band', task='bernoulli', box=((-1, 1), (-1, 1)))\n"
+        "def band(key, n):\n"
+        "    x = jnp.zeros((n, 2))\n"
+        "    return x, jnp.zeros(n, int)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config.cli(Experiment, path, ["--import", "my_cfg_problems", "--profile", "smoke"])
+    assert problems.get("cfg_test_band").task == "bernoulli"
+    with pytest.raises(config.ConfigError, match="--import no_such_module_here"):
+        config.cli(Experiment, path, ["--import", "no_such_module_here"])

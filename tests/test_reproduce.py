@@ -122,13 +122,14 @@ def test_missing_results_are_named(tmp_path):
         gallery.gallery(tmp_path, "smoke")
 
 
-@problems.register("test_stripes", task="bernoulli", box=((-2, 2), (-2, 2)))
-def _stripes(key, n, width=0.75):
-    x = jax.random.uniform(key, (n, 2), minval=-1.5, maxval=1.5)
-    return x, (jnp.floor(x[:, 0] / width) % 2).astype(int)
+def test_a_registered_toy_problem_runs_through_the_binary_experiment(tmp_path, monkeypatch):
+    monkeypatch.setattr(problems, "_REGISTRY", dict(problems._REGISTRY))  # leave no trace
 
+    @problems.register("test_stripes", task="bernoulli", box=((-2, 2), (-2, 2)))
+    def _stripes(key, n, width=0.75):
+        x = jax.random.uniform(key, (n, 2), minval=-1.5, maxval=1.5)
+        return x, (jnp.floor(x[:, 0] / width) % 2).astype(int)
 
-def test_a_registered_toy_problem_runs_through_the_binary_experiment(tmp_path):
     spec = '{name = "test_stripes", label = "Stripes (MLP)", widths = [4], n_train = 40}'
     argv = ["--profile", "smoke", "--set", f"problems=[{spec}]"]
     assert classification.main("binary.toml", argv, root=tmp_path) == 0
