@@ -149,26 +149,39 @@ def gallery(root: pathlib.Path, profile: str) -> pathlib.Path:
     ]
     if run:
         machine = run.get("machine", {})
-        lines += [
-            f"- machine: {machine.get('cpus', '?')} CPU cores, {machine.get('platform', '?')}, "
-            f"JAX on {machine.get('jax_backend', '?')}",
-            f"- last `make reproduce` run: {run.get('total_seconds', 0) / 60:.1f} min (cached "
-            "units are reused: a rerun takes seconds, a run from scratch takes the time in the "
-            "README)",
-        ]
+        lines.append(
+            f"- machine: {machine.get('cpus', '?')} CPU cores, {machine.get('memory_gib', '?')} "
+            f"GiB, {machine.get('platform', '?')}, JAX on {machine.get('jax_backend', '?')}"
+        )
+        longest = sum(e.get("longest", e["seconds"]) for e in run.get("experiments", {}).values())
+        if "total_seconds" in run:
+            lines.append(
+                f"- last `make reproduce` run: {run['total_seconds'] / 60:.1f} min (cached units "
+                f"are reused: a rerun takes seconds); the longest seen, a run from scratch: "
+                f"{longest / 60:.1f} min"
+            )
+        else:
+            lines.append("- the last `make reproduce` run stopped before its end")
     all_claims = [c for name in results for c in _claims(directory / name)]
     holds = sum("**holds**" in c for c in all_claims)
     fails = sum("**fails**" in c for c in all_claims)
-    lines += [f"- the paper's qualitative claims: {holds} hold, {fails} fail (listed below)", ""]
+    untestable = sum("**untestable**" in c for c in all_claims)
+    lines += [
+        f"- the paper's qualitative claims: {holds} hold, {fails} fail"
+        + (f", {untestable} lines untestable at this size" if untestable else "")
+        + " (listed below)",
+        "",
+    ]
     lines += ["## Table 1", "", t1[0]]
     order = [e for e in PAPER_ITEMS if e in results] + sorted(set(results) - set(PAPER_ITEMS))
     for name in order:
         data, exp_dir = results[name], directory / name
-        seconds = run.get("experiments", {}).get(name, {}).get("seconds")
+        times = run.get("experiments", {}).get(name, {})
         lines += [f"## {name}: {PAPER_ITEMS.get(name, 'not in the paper')}", ""]
         meta = f"commit `{data.get('git_commit', '?')}`"
-        if seconds is not None:
-            meta += f", last run {seconds:.0f} s"
+        if times:
+            longest = times.get("longest", times["seconds"])
+            meta += f", last run {times['seconds']:.0f} s (longest {longest:.0f} s)"
         lines += [meta, ""]
         if diag := _diagnostics(data):
             lines += [diag, ""]

@@ -187,7 +187,17 @@ def _pick(rows: Sequence[dict], quantity: str, **match) -> list[dict]:
 
 def _one(rows: Sequence[dict], quantity: str, **match) -> dict | None:
     found = _pick(rows, quantity, **match)
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} {quantity} rows match {match}: a cell needs one")
     return found[0] if found else None
+
+
+def _arrow(difference: float) -> str:
+    return "↑" if difference > 0 else "↓" if difference < 0 else "="
+
+
+def _p_cell(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def _auroc_cell(row: dict | None) -> str:
@@ -293,46 +303,65 @@ def write_part2_tables(cfg, profile: str, rows: list[dict], seconds: list[dict],
     header = ["model", "dataset", *columns.values(), "fastest baseline / gradient"]
     report.write_table(out, "table12", report.rows_table(header, body, caption))
 
-    # Table 13: BH-corrected paired t-tests, and the lift of the epistemic term
-    body = []
-    for d in datasets:
-        for grad in qs.GRADIENT:
-            line = [DATASET_LABELS[d], LABELS[grad]]
-            for baseline in qs.BASELINES:
-                r = _one(rows, "paired_t", problem=d, method=grad, baseline=baseline)
-                if r is None:
-                    line.append("—")
-                    continue
-                arrow = "↑" if r["difference"] > 0 else "↓"
-                p_bh = f"{r['p_bh']:.3f}" if r["p_bh"] >= 0.001 else "< 0.001"
-                cell = f"{p_bh} {arrow} ({r['difference']:+.2f})"
-                line.append(f"**{cell}**" if r["p_bh"] < 0.05 else cell)
-            body.append(line)
-    caption = (
-        f"Table 13: paired t-tests over {qs.TEST_SPLITS} random 80/20 splits, each method's "
-        f"AUROC averaged over models within a split; Benjamini-Hochberg-adjusted p over all "
-        f"tests, ↑/↓ the gradient-based method better/worse, in brackets the mean AUROC "
-        f"difference; bold: adjusted p < 0.05 ({profile}). The paper's values were lost. "
-        f"{SUBSTITUTES}"
-    )
-    header = ["dataset", "method", *(f"vs {LABELS[b]}" for b in qs.BASELINES)]
-    report.write_table(out, "table13", report.rows_table(header, body, caption))
+    # Table 13: BH-corrected tests of each gradient-based method against each baseline, by the
+    # paper's split protocol and by the test over questions; and the lift of the epistemic term
+    tests = {
+        "table13": (
+            "paired_t",
+            f"Table 13 (the paper's protocol): paired t-tests over {qs.TEST_SPLITS} random 80/20 "
+            f"splits, each method's AUROC averaged over models within a split. The splits share "
+            f"their questions, so these p-values are anti-conservative; table13_questions tests "
+            f"over questions.",
+        ),
+        "table13_questions": (
+            "question_test",
+            f"Table 13 by a test over questions: each question scored out of fold ({qs.FOLDS}-"
+            f"fold cross-fitting), the model-averaged AUROC difference and its stratified "
+            f"bootstrap over questions ({qs.QUESTION_RESAMPLES} resamples, two-sided p); — "
+            f"where a model has fewer than {qs.FOLDS} correct or wrong answers on the dataset.",
+        ),
+    }
+    for name, (quantity, what) in tests.items():
+        body = []
+        for d in datasets:
+            for grad in qs.GRADIENT:
+                line = [DATASET_LABELS[d], LABELS[grad]]
+                for baseline in qs.BASELINES:
+                    r = _one(rows, quantity, problem=d, method=grad, baseline=baseline)
+                    if r is None:
+                        line.append("—")
+                        continue
+                    cell = (
+                        f"{_p_cell(r['p_bh'])} {_arrow(r['difference'])} ({r['difference']:+.2f})"
+                    )
+                    line.append(f"**{cell}**" if r["p_bh"] < 0.05 else cell)
+                body.append(line)
+        count = len(_pick(rows, quantity))
+        caption = (
+            f"{what} Benjamini-Hochberg-adjusted p over all {count} tests; ↑/↓ the gradient-"
+            f"based method better/worse, in brackets the AUROC difference; bold: adjusted p < "
+            f"0.05 ({profile}). The paper's values were lost. {SUBSTITUTES}"
+        )
+        header = ["dataset", "method", *(f"vs {LABELS[b]}" for b in qs.BASELINES)]
+        report.write_table(out, name, report.rows_table(header, body, caption))
     body = [
         [
             DATASET_LABELS[r["problem"]],
-            f"{r['mean']:+.3f}",
+            {"splits": "(model, split) pairs", "questions": "questions"}[r["test"]],
+            f"{r.get('mean', r.get('difference')):+.3f}",
             f"[{r['lo']:+.3f}, {r['hi']:+.3f}]",
             f"{r['p']:.4f}",  # at least 2 / (resamples + 1): never 0
-            str(r["pairs"]),
         ]
         for r in _pick(rows, "lift")
     ]
     caption = (
-        f"Lift of Epi. & Alea. over Aleatoric: the AUROC difference on the (model, split) pairs "
-        f"of Table 13, paired bootstrap with {qs.LIFT_RESAMPLES} resamples, 95 % percentile "
-        f"interval and two-sided p ({profile}). {SUBSTITUTES}"
+        f"Lift of Epi. & Alea. over Aleatoric (AUROC difference, averaged over models) with a "
+        f"95 % percentile interval and two-sided p: the paper's paired bootstrap over the "
+        f"(model, split) pairs of Table 13 ({qs.LIFT_RESAMPLES} resamples; anti-conservative, "
+        f"as the splits share their questions), and the bootstrap over questions of "
+        f"table13_questions ({profile}). {SUBSTITUTES}"
     )
-    header = ["dataset", "mean lift", "95 % CI", "p", "pairs"]
+    header = ["dataset", "resampled", "lift", "95 % CI", "p"]
     report.write_table(out, "lift", report.rows_table(header, body, caption))
 
     # Table 14: Spearman between the epistemic estimate and P(True)
@@ -345,9 +374,10 @@ def write_part2_tables(cfg, profile: str, rows: list[dict], seconds: list[dict],
         )
         body.append([r["model"], DATASET_LABELS[r["problem"]], str(r["n"]), *stat])
     caption = (
-        f"Table 14: Spearman's ρ between the epistemic estimate and P(True) on the raw "
-        f"per-question values, per model and pooled ({profile}). The paper finds every "
-        f"correlation negative, significant and weak; its values were lost. {SUBSTITUTES}"
+        f"Table 14: Spearman's ρ between the epistemic estimate and P(True) per question, per "
+        f"model, and pooled over models on within-model ranks (raw gradient norms differ ~100x "
+        f"between models) ({profile}). The paper finds every correlation negative, significant "
+        f"and weak; its values were lost. {SUBSTITUTES}"
     )
     header = ["model", "dataset", "n", "ρ", "p"]
     report.write_table(out, "table14", report.rows_table(header, body, caption))
@@ -371,7 +401,9 @@ def write_part2_tables(cfg, profile: str, rows: list[dict], seconds: list[dict],
         f"model's records and scored (AUROC) on the held-out one; mean (sd) over held-out "
         f"models ({profile}). Normalized: epistemic / ||θ||². With two models a classifier "
         f"is trained on one, so a single feature's AUROC is the same raw or normalized (a "
-        f"positive rescaling); the paper trains on three of four. Its values were lost. "
+        f"positive rescaling) and is either the held-out model's own AUROC or one minus it, "
+        f"by the sign learned on the other model; the paper trains on three of four. Its "
+        f"values were lost. "
         f"{SUBSTITUTES}"
     )
     header = ["dataset", "held-out model", "Raw", "Normalized", "Raw & Alea.", "Norm & Alea."]
@@ -419,7 +451,10 @@ def auroc_figure(cfg, profile: str, rows: list[dict], stem: pathlib.Path) -> Non
 
 
 def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
-    """The paper's Sec. 4.2 / App. G claims, marked from our numbers."""
+    """The paper's Sec. 4.2 / App. G claims, marked from our numbers. Significance is read from
+    the test over questions (the paper's split-level tests are anti-conservative; their values
+    are quoted beside). With fewer than ``FEW_POSITIVES`` correct or wrong answers for some
+    model, every claim is untestable."""
     lines = [
         "# Claims tested by the LLM question-answering experiment",
         "",
@@ -429,50 +464,58 @@ def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
         "",
     ]
 
-    def claim(text: str, holds: bool | None, evidence: str) -> None:
-        mark = "untestable" if holds is None else "holds" if holds else "fails"
-        lines.append(f"- **{mark}**: {text} ({evidence})")
-
-    def mean(d: str, method: str) -> float | None:
-        r = _one(rows, "auroc", problem=d, model=qs.MEAN, method=method)
-        return None if r is None or "undefined" in r else r["mean"]
+    def claim(text: str, holds: bool, evidence: str) -> None:
+        lines.append(f"- **{'holds' if holds else 'fails'}**: {text} ({evidence})")
 
     truthful, recall = "truthfulqa", "nq_open"
-    if {truthful, recall} - set(cfg.datasets):
-        return [*lines, "- both datasets are needed to test the claims"]
-    means = {d: {m: mean(d, m) for m in qs.METHODS} for d in (truthful, recall)}
-    if any(v is None for d in means.values() for v in d.values()):
+    if {truthful, recall} - set(cfg.datasets) or len(cfg.models) < 2:
+        return [*lines, "- **untestable**: the claims need both datasets and two models"]
+    per_model = [r for r in _pick(rows, "auroc", method="epistemic") if r["model"] != qs.MEAN]
+    if any(min(r["n_correct"], r["n"] - r["n_correct"]) < FEW_POSITIVES for r in per_model):
         return [
             *lines,
-            "- **untestable**: an AUROC is undefined (too few correct or wrong answers)",
+            f"- **untestable**: every claim, as some model has fewer than {FEW_POSITIVES} "
+            "correct or wrong answers on a dataset (the paper profile has 817 questions each)",
         ]
+
+    def auroc(d: str, method: str, model: str = qs.MEAN) -> float:
+        return _one(rows, "auroc", problem=d, model=model, method=method)["mean"]
+
+    means = {d: {m: auroc(d, m) for m in qs.METHODS} for d in (truthful, recall)}
 
     def listing(d: str) -> str:
         return ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in means[d].items())
 
-    t = means[truthful]
-    best_baseline = max(t[b] for b in qs.BASELINES)
+    t, r = means[truthful], means[recall]
     claim(
         "on TruthfulQA the combined estimate has the highest mean AUROC of all methods",
         t["epi_alea"] == max(t.values()),
         listing(truthful),
     )
-    tests = _pick(rows, "paired_t", problem=truthful, method="epi_alea")
+    q_tests = _pick(rows, "question_test", problem=truthful, method="epi_alea")
+    s_tests = {
+        x["baseline"]: x for x in _pick(rows, "paired_t", problem=truthful, method="epi_alea")
+    }
     claim(
-        "on TruthfulQA the combined estimate significantly beats every baseline (BH p < 0.05)",
-        all(r["difference"] > 0 and r["p_bh"] < 0.05 for r in tests),
-        ", ".join(
-            f"vs {LABELS[r['baseline']]} {r['difference']:+.2f}, p_BH {r['p_bh']:.3f}"
-            for r in tests
+        "on TruthfulQA the combined estimate significantly beats every baseline (BH-adjusted "
+        "p < 0.05 over questions)",
+        len(q_tests) == 3 and all(x["difference"] > 0 and x["p_bh"] < 0.05 for x in q_tests),
+        "; ".join(
+            f"vs {LABELS[x['baseline']]} {x['difference']:+.2f}, p_BH {_p_cell(x['p_bh'])} "
+            f"(paper's split t-test: {_p_cell(s_tests[x['baseline']]['p_bh'])})"
+            for x in q_tests
         ),
     )
+    on_par = {
+        m: (auroc(truthful, "epi_alea", m), max(auroc(truthful, b, m) for b in qs.BASELINES))
+        for m in cfg.models
+    }
     claim(
-        "on TruthfulQA the combined estimate is at least on par with the best baseline (mean "
-        "AUROC no more than 0.02 below it)",
-        t["epi_alea"] >= best_baseline - 0.02,
-        f"combined {t['epi_alea']:.2f}, best baseline {best_baseline:.2f}",
+        "on TruthfulQA the combined estimate is at least on par with the best baseline for every "
+        "model (mean AUROC no more than 0.02 below it)",
+        all(c >= b - 0.02 for c, b in on_par.values()),
+        "; ".join(f"{m}: combined {c:.2f}, best baseline {b:.2f}" for m, (c, b) in on_par.items()),
     )
-    r = means[recall]
     claim(
         "on factual recall (NQ-open for TriviaQA) P(True) has the highest mean AUROC",
         r["p_true"] == max(r.values()),
@@ -480,37 +523,47 @@ def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
     )
     claim(
         "on factual recall the gradient-based estimates fall to near chance (epistemic and "
-        "combined mean AUROC within 0.05 of 0.5)",
+        "combined mean AUROC within 0.05 of 0.5; the paper says both)",
         all(abs(r[m] - 0.5) <= 0.05 for m in ("epistemic", "epi_alea")),
         f"epistemic {r['epistemic']:.2f}, combined {r['epi_alea']:.2f}",
     )
-    lift = {x["problem"]: x for x in _pick(rows, "lift")}
+    lift = {(x["problem"], x["test"]): x for x in _pick(rows, "lift")}
+    q_lift = {d: lift.get((d, "questions")) for d in (truthful, recall)}
     claim(
-        "the epistemic term lifts the aleatoric estimate significantly on TruthfulQA (paired "
-        "bootstrap p < 0.05) but not on factual recall",
-        lift[truthful]["p"] < 0.05 and lift[truthful]["mean"] > 0 and lift[recall]["p"] >= 0.05,
-        ", ".join(
-            f"{DATASET_LABELS[d]} {lift[d]['mean']:+.3f}, p {lift[d]['p']:.4f}"
+        "the epistemic term lifts the aleatoric estimate significantly on TruthfulQA but not on "
+        "factual recall (bootstrap over questions, p < 0.05)",
+        None not in q_lift.values()
+        and q_lift[truthful]["difference"] > 0
+        and q_lift[truthful]["p"] < 0.05
+        and q_lift[recall]["p"] >= 0.05,
+        "; ".join(
+            f"{DATASET_LABELS[d]} {lift[(d, 'questions')]['difference']:+.3f}, p "
+            f"{lift[(d, 'questions')]['p']:.4f} (paper's split bootstrap: "
+            f"{lift[(d, 'splits')]['mean']:+.3f}, p {lift[(d, 'splits')]['p']:.4f})"
             for d in (truthful, recall)
+            if (d, "questions") in lift and (d, "splits") in lift
         ),
     )
-    pooled = [x for x in _pick(rows, "spearman_epistemic_p_true", model=qs.POOLED) if "rho" in x]
+    rhos = _pick(rows, "spearman_epistemic_p_true")
     claim(
-        "the epistemic estimate and P(True) are weakly and negatively correlated (pooled "
-        "Spearman between -0.3 and 0, p < 0.05, on both datasets)",
-        len(pooled) == 2 and all(-0.3 <= x["rho"] < 0 and x["p"] < 0.05 for x in pooled),
-        ", ".join(f"{DATASET_LABELS[x['problem']]} ρ {x['rho']:+.3f}" for x in pooled),
+        "the epistemic estimate and P(True) are negatively, significantly and weakly correlated "
+        "for every model and dataset (ρ in [-0.3, 0), p < 0.05)",
+        all("rho" in x and -0.3 <= x["rho"] < 0 and x["p"] < 0.05 for x in rhos),
+        ", ".join(f"{x['model']} {x['problem']} ρ {x['rho']:+.3f}" for x in rhos if "rho" in x),
     )
     held = [
         x
         for x in _pick(rows, "transfer_auroc")
-        if x["model"] != qs.MEAN and x["method"] in ("raw", "normalized") and "auroc" in x
+        if x["model"] != qs.MEAN and x["method"] in ("raw", "normalized")
     ]
     claim(
         "cross-model transfer of the epistemic estimate fails (every held-out AUROC, raw or "
         "normalized, at most 0.55)",
-        bool(held) and all(x["auroc"] <= 0.55 for x in held),
-        ", ".join(f"{x['model']} {x['problem']} {x['method']} {x['auroc']:.2f}" for x in held),
+        bool(held) and all("auroc" in x and x["auroc"] <= 0.55 for x in held),
+        ", ".join(
+            f"{x['model']} {x['problem']} {x['method']} {x.get('auroc', float('nan')):.2f}"
+            for x in held
+        ),
     )
     ratios = []
     for model in cfg.models:
@@ -518,12 +571,13 @@ def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
             x["method"]: x["median"]
             for x in _pick(seconds, "seconds", problem=truthful, model=model)
         }
-        fastest = min(cell[b] for b in ("p_true", "naive_entropy", "semantic_entropy"))
-        ratios.append((model, fastest / cell["epistemic_aleatoric"]))
+        baselines = [cell[b] for b in ("p_true", "naive_entropy", "semantic_entropy") if b in cell]
+        if baselines and "epistemic_aleatoric" in cell:
+            ratios.append((model, min(baselines) / cell["epistemic_aleatoric"]))
     claim(
         "the gradient-based estimates are faster per question than every baseline (the paper: "
         "up to two orders of magnitude, on an H100)",
-        all(v > 1 for _, v in ratios),
+        len(ratios) == len(cfg.models) and all(v > 1 for _, v in ratios),
         "fastest baseline / gradient, median seconds on TruthfulQA: "
         + ", ".join(f"{m} {v:.2f}" for m, v in ratios),
     )

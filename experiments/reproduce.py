@@ -4,8 +4,9 @@ gallery (``experiments/gallery.py``).
 Each experiment is a module ``experiments.<name>`` taking ``--profile``; running it in a fresh
 process lets it set ``XLA_FLAGS`` (host device count) before JAX is imported. Every experiment
 caches its units atomically, so an interrupted run (Ctrl-C or a kill) started again recomputes
-only what was in flight. ``figures/<profile>/reproduce.json`` keeps the machine and each
-experiment's wall time, from which the next run estimates its ETA.
+only what was in flight. ``figures/<profile>/reproduce.json`` keeps the machine, each
+experiment's wall time in the last run and the longest seen (a run from scratch), from which the
+next run estimates an upper bound of its remaining time.
 """
 
 import argparse
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     for i, name in enumerate(EXPERIMENTS, 1):
         elapsed = time.monotonic() - start
-        remaining = [previous.get(n, {}).get("seconds") for n in EXPERIMENTS[i - 1 :]]
+        remaining = [previous.get(n, {}).get("longest") for n in EXPERIMENTS[i - 1 :]]
         eta = (
-            f", ETA {_minutes(sum(remaining))} (the last run's times)"
+            f", at most {_minutes(sum(remaining))} to go (from scratch)"
             if None not in remaining
             else ""
         )
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.call(cmd) != 0:
             print(f"experiment {name} failed; rerun `make reproduce` to resume", file=sys.stderr)
             return 1
-        run["experiments"][name] = {"seconds": time.monotonic() - t0}
+        seconds = time.monotonic() - t0
+        longest = max(seconds, previous.get(name, {}).get("longest", 0.0))
+        run["experiments"][name] = {"seconds": seconds, "longest": longest}
         # after every experiment, so a run stopped later keeps the times it measured
         report.write_json(log_path, run | {"experiments": previous | run["experiments"]})
     run["total_seconds"] = time.monotonic() - start

@@ -119,7 +119,9 @@ def cli(
     for module in args.imports:
         try:
             importlib.import_module(module)
-        except ImportError as err:
+        except ModuleNotFoundError as err:
+            if err.name != module:  # the module exists but lacks one of its own imports
+                raise
             raise ConfigError(
                 f"--import {module}: {err} (give a module name importable from the current "
                 "directory, e.g. my_problems for ./my_problems.py)"

@@ -91,25 +91,52 @@ def test_significance_tests_are_bh_adjusted_and_directed(rows):
         if r["baseline"] == "p_true"
     ]
     assert alea_vs_p_true["difference"] < -0.15 and alea_vs_p_true["p_bh"] < 0.05
-    lift = {r["problem"]: r for r in _get(rows, "lift")}
-    assert lift["truthfulqa"]["pairs"] == len(MODELS) * qs.TEST_SPLITS
-    # aleatoric is noise everywhere: adding the informative epistemic score lifts on truthfulqa
-    assert lift["truthfulqa"]["lo"] > 0 and lift["truthfulqa"]["p"] < 0.05
-    assert lift["nq_open"]["lo"] <= lift["nq_open"]["mean"] <= lift["nq_open"]["hi"]
+    lift = {(r["problem"], r["test"]): r for r in _get(rows, "lift")}
+    assert lift[("truthfulqa", "splits")]["pairs"] == len(MODELS) * qs.TEST_SPLITS
+    # aleatoric is noise everywhere: adding the informative epistemic score lifts on truthfulqa,
+    # by either test
+    for test in ("splits", "questions"):
+        assert lift[("truthfulqa", test)]["lo"] > 0 and lift[("truthfulqa", test)]["p"] < 0.05
+    assert lift[("nq_open", "questions")]["p"] > 0.05  # noise added to noise
 
 
-def test_spearman_matches_scipy_per_model_and_pooled(rows):
+def test_the_question_level_test_sees_real_differences_only(rows):
+    tests = _get(rows, "question_test")
+    assert len(tests) == 18
+    p = np.array([r["p"] for r in tests])
+    p_bh = np.array([r["p_bh"] for r in tests])
+    assert np.all(p_bh >= p - 1e-15) and np.all(p >= 2 / (qs.QUESTION_RESAMPLES + 1))
+    by = {(r["problem"], r["method"], r["baseline"]): r for r in tests}
+    # epistemic carries the truthfulqa signal, P(True) the nq_open one; the rest is noise
+    for baseline in qs.BASELINES:
+        r = by[("truthfulqa", "epistemic", baseline)]
+        assert r["difference"] > 0.15 and r["lo"] > 0 and r["p_bh"] < 0.05
+    r = by[("nq_open", "aleatoric", "p_true")]
+    assert r["difference"] < -0.15 and r["hi"] < 0 and r["p_bh"] < 0.05
+    for baseline in ("naive_entropy", "semantic_entropy"):  # noise against noise
+        assert by[("truthfulqa", "aleatoric", baseline)]["p_bh"] > 0.05
+
+
+def test_spearman_per_model_and_pooled_within_model():
+    """Per model it is scipy's rho; pooled, the models' 100x apart epistemic scales must not
+    decide it: two models each with rho = -1 pool to rho = -1 on within-model ranks, where the
+    raw values would pool to nearly 0."""
     records = _records()
-    for r in _get(rows, "spearman_epistemic_p_true"):
-        part = [
-            x
-            for x in records
-            if x["dataset"] == r["problem"] and r["model"] in (qs.POOLED, x["model"])
-        ]
+    rows = qs.spearman_rows(
+        qs.groups(records, MODELS, DATASETS, SQ_NORMS), MODELS, DATASETS, seed=0
+    )
+    for r in rows:
+        if r["model"] == qs.POOLED:
+            continue
+        part = [x for x in records if x["dataset"] == r["problem"] and x["model"] == r["model"]]
         rho, p = stats.spearmanr([x["epistemic"] for x in part], [x["p_true"] for x in part])
         assert (r["rho"], r["p"], r["n"]) == pytest.approx((rho, p, len(part)))
-    pooled = _get(rows, "spearman_epistemic_p_true", problem="nq_open", model=qs.POOLED)[0]
-    assert pooled["n"] == 240
+    for x in records:  # P(True) now falls exactly as the epistemic score rises, per model
+        x["p_true"] = 1 / (1 + x["epistemic"] / 100 ** MODELS.index(x["model"]))
+    gs = qs.groups(records, MODELS, DATASETS, SQ_NORMS)
+    pooled = [r for r in qs.spearman_rows(gs, MODELS, DATASETS, 0) if r["model"] == qs.POOLED]
+    assert [r["n"] for r in pooled] == [240, 240]
+    assert all(r["rho"] == pytest.approx(-1.0) for r in pooled)
 
 
 def test_transfer_scores_the_held_out_model(rows):
@@ -143,6 +170,36 @@ def test_too_few_correct_answers_give_reasons_not_numbers():
     assert _get(rows, "paired_t", problem="nq_open") == []  # no test without every model
     assert len(_get(rows, "paired_t", problem="truthfulqa")) == 9
     assert all("mean" in r for r in _get(rows, "auroc", problem="truthfulqa"))
+
+
+def test_claims_are_marked_from_the_numbers(rows):
+    from types import SimpleNamespace
+
+    from experiments import llm_qa_report
+
+    cfg = SimpleNamespace(models=MODELS, datasets=DATASETS)
+    seconds = [
+        {"quantity": "seconds", "problem": "truthfulqa", "model": m, "method": k, "median": v}
+        for m in MODELS
+        for k, v in (("epistemic_aleatoric", 1.0), ("p_true", 0.2), ("naive_entropy", 1.5))
+    ]
+    lines = llm_qa_report.check_claims(cfg, rows, seconds)
+    claims = [line for line in lines if line.startswith("- **")]
+    assert len(claims) == 9 and all("**holds**" in c or "**fails**" in c for c in claims)
+
+    def find(text: str) -> str:
+        (line,) = [c for c in claims if text in c]
+        return line
+
+    assert "**holds**" in find("P(True) has the highest mean AUROC")  # nq_open's signal
+    faster = find("estimates are faster per question")
+    assert "**fails**" in faster and "0.20" in faster  # P(True) takes a fifth of the time
+    # with few correct answers nothing is claimed either way
+    few = qs.all_rows(_records(n=30), MODELS, DATASETS, SQ_NORMS, seed=0)
+    lines = llm_qa_report.check_claims(cfg, few, seconds)
+    assert "**untestable**" in lines[-1] and not any(
+        "**holds**" in x or "**fails**" in x for x in lines
+    )
 
 
 def test_bad_records_are_named():

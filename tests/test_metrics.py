@@ -1,5 +1,7 @@
 """Correlation helpers against scipy's definitions and hand-made cases."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -85,12 +87,29 @@ def test_logistic_fit_is_the_penalised_maximum_likelihood():
     np.testing.assert_allclose(metrics.logistic_scores(w, x), x @ ref[:2] + ref[2], atol=1e-4)
 
 
+def test_logistic_fit_on_separable_heavy_tailed_features():
+    """Gradient norms span orders of magnitude and few answers are correct: the data can be
+    separable. The fit must stay finite, separate them, and not warn; and say so when it stops
+    short."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.exp(rng.uniform(2, 9, 40)), rng.uniform(0, 0.25, 40)])
+    y = x[:, 0] > 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = metrics.logistic_fit(x, y)
+    assert np.all(np.isfinite(w)) and metrics.auroc(metrics.logistic_scores(w, x), y) == 1.0
+    with pytest.warns(UserWarning, match="Newton steps"):
+        metrics.logistic_fit(x, y, steps=1)
+
+
 def test_split_aurocs_are_reproducible_and_see_the_signal():
     rng = np.random.default_rng(1)
     x = rng.normal(size=300)
     y = rng.random(300) < 1 / (1 + np.exp(-3 * x))
     splits = metrics.random_splits(y, splits=20, seed=3)
-    assert all(len(test) == 60 and len(train) == 240 for train, test in splits)
+    for train, test in splits:  # 20 % of each class held out
+        assert len(train) + len(test) == 300 and abs(len(test) - 60) <= 1
+        assert y[test].sum() == round(0.2 * y.sum())
     a = metrics.split_aurocs(x, y, splits)
     again = metrics.split_aurocs(x, y, metrics.random_splits(y, splits=20, seed=3))
     assert a.shape == (20,) and np.array_equal(a, again)
@@ -102,10 +121,12 @@ def test_split_aurocs_are_reproducible_and_see_the_signal():
 
 
 def test_random_splits_hold_both_classes_or_refuse():
-    y = np.arange(12) < 3  # 3 positives: many 80/20 splits hold none in the test part
-    for train, test in metrics.random_splits(y, splits=30, seed=0):
+    y = np.arange(12) < 3  # 3 positives: an unstratified 80/20 split often holds none
+    splits = metrics.random_splits(y, splits=30, seed=0)
+    for train, test in splits:
         assert 0 < y[test].sum() < len(test) and 0 < y[train].sum() < len(train)
         assert sorted([*train, *test]) == list(range(12))
+    assert len({tuple(test) for _, test in splits}) > 5  # random, not one fixed split
     with pytest.raises(ValueError, match="at least 2"):
         metrics.random_splits(np.arange(10) == 0, splits=5, seed=0)
 
