@@ -168,7 +168,7 @@ def gallery(root: pathlib.Path, profile: str) -> pathlib.Path:
     untestable = sum("**untestable**" in c for c in all_claims)
     lines += [
         f"- the paper's qualitative claims: {holds} hold, {fails} fail"
-        + (f", {untestable} lines untestable at this size" if untestable else "")
+        + (f", {untestable} untestable at this size" if untestable else "")
         + " (listed below)",
         "",
     ]

@@ -4,6 +4,7 @@ per-question records that ``experiments/llm_qa.py`` writes. Outside the records'
 here never re-asks a question. Every table is rendered from the rows of ``results.json``.
 """
 
+import json
 import pathlib
 from collections.abc import Sequence
 
@@ -92,7 +93,7 @@ def render(cfg, profile: str, records: list[dict], judge: dict, out: pathlib.Pat
         "seed": cfg.seed,
     } | judge
     # out is <root>/figures/<profile>/llm_qa: the models' files are in <root>/results/assets
-    sq_norms = squared_param_norms(cfg.models, out.parents[2] / "results", profile)
+    sq_norms = squared_param_norms(cfg.models, out.parents[2] / "results" / "assets", out)
     stats_rows = qs.all_rows(records, cfg.models, cfg.datasets, sq_norms, cfg.seed)
     report.write_results(out, EXPERIMENT, profile, cfg, [*rows, judge_row, *stats_rows], [])
     header = [
@@ -135,28 +136,27 @@ def render(cfg, profile: str, records: list[dict], judge: dict, out: pathlib.Pat
     (out / "claims.md").write_text("\n".join(check_claims(cfg, stats_rows, seconds)) + "\n")
 
 
-def squared_param_norms(
-    models: Sequence[str], results: pathlib.Path, profile: str
-) -> dict[str, float]:
-    """||theta||^2 of each model's parameters as the decoder holds them (Table 15's normaliser),
-    cached: dequantising a model takes seconds."""
-    out = {}
+def squared_param_norms(models: Sequence[str], assets_dir: pathlib.Path, out: pathlib.Path) -> dict:
+    """||theta||^2 of each model's parameters as the decoder holds them (Table 15's normaliser).
+    Kept beside the records in ``sq_norms.json``, keyed by the loading code, so a fresh clone
+    renders without fetching the model wheels again."""
+    path = out / "sq_norms.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    norms = {}
     for name in models:
         key = cache.fingerprint(name, cache.source_version(llm.__file__))
-        path = results / profile / EXPERIMENT / f"sq-norm-{key}.npz"
-
-        def compute(name=name):
+        if known.get(name, {}).get("key") != key:
             tiny = name.startswith("tiny-")
             model = (
                 llm.tiny(name.removeprefix("tiny-"))
                 if tiny
-                else llm.load(name, results / "assets", with_tokenizer=False)
+                else llm.load(name, assets_dir, with_tokenizer=False)
             )
             leaves = [np.asarray(v, np.float64) for v in jax.tree.leaves(model.params)]
-            return {"sq_norm": np.array(sum(float(np.sum(v * v)) for v in leaves))}
-
-        out[name] = float(cache.load_or_compute(path, compute)["sq_norm"])
-    return out
+            known[name] = {"key": key, "sq_norm": sum(float(np.sum(v * v)) for v in leaves)}
+            report.write_json(path, known)
+        norms[name] = known[name]["sq_norm"]
+    return norms
 
 
 def _mean_sd(values: Sequence[float]) -> str:
