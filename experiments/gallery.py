@@ -157,7 +157,7 @@ def gallery(root: pathlib.Path, profile: str) -> pathlib.Path:
         if "total_seconds" in run:
             lines.append(
                 f"- last `make reproduce` run: {run['total_seconds'] / 60:.1f} min (cached units "
-                f"are reused: a rerun takes seconds); the longest seen, a run from scratch: "
+                f"are reused, so a rerun is quick); the longest seen, a run from scratch: "
                 f"{longest / 60:.1f} min"
             )
         else:
