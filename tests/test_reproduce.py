@@ -27,6 +27,12 @@ ARGS = [
     "seeds=[0, 1]",
     "--set",
     'problems=[{name = "linear", label = "Linear (LogReg)", widths = [], n_train = 40}]',
+    "--set",
+    "grid_resolution=8",
+    "--set",
+    "mcmc.num_warmup=40",
+    "--set",
+    "mcmc.num_samples=40",
 ]
 RUN = (
     "import pathlib, sys\n"
@@ -124,16 +130,16 @@ def test_missing_results_are_named(tmp_path):
 def test_a_registered_toy_problem_runs_through_the_binary_experiment(tmp_path, monkeypatch):
     monkeypatch.setattr(problems, "_REGISTRY", dict(problems._REGISTRY))  # leave no trace
 
-    @problems.register("test_stripes", task="bernoulli", box=((-2, 2), (-2, 2)))
+    @problems.register("reproduce_stripes", task="bernoulli", box=((-2, 2), (-2, 2)))
     def _stripes(key, n, width=0.75):
         x = jax.random.uniform(key, (n, 2), minval=-1.5, maxval=1.5)
         return x, (jnp.floor(x[:, 0] / width) % 2).astype(int)
 
-    spec = '{name = "test_stripes", label = "Stripes (MLP)", widths = [4], n_train = 40}'
-    argv = ["--profile", "smoke", "--set", f"problems=[{spec}]"]
+    spec = '{name = "reproduce_stripes", label = "Stripes (LogReg)", widths = [], n_train = 40}'
+    argv = ["--profile", "smoke", "--set", f"problems=[{spec}]", "--set", "grid_resolution=8"]
     assert classification.main("binary.toml", argv, root=tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / "binary"
     records = json.loads((out / "results.json").read_text())["records"]
-    assert {r["problem"] for r in records} == {"test_stripes"}
-    assert (out / "maps_test_stripes.png").exists()
-    assert "Stripes (MLP)" in (out / "table5.md").read_text()
+    assert {r["problem"] for r in records} == {"reproduce_stripes"}
+    assert (out / "maps_reproduce_stripes.png").exists()
+    assert "Stripes (LogReg)" in (out / "table5.md").read_text()
