@@ -58,7 +58,9 @@ def test_options_override_and_unknown_options_fail():
     assert problems.get("nonlinear_1d", noise=0.5).noise_var == pytest.approx(0.25)
 
 
-def test_a_user_registers_a_problem_in_a_few_lines():
+def test_a_user_registers_a_problem_in_a_few_lines(monkeypatch):
+    monkeypatch.setattr(problems, "_REGISTRY", dict(problems._REGISTRY))  # leave no trace
+
     @problems.register("test_stripes", task="bernoulli", box=((-1, 1), (-1, 1)))
     def stripes(key, n, width=0.5):
         x = jax.random.uniform(key, (n, 2), minval=-1, maxval=1)
