@@ -276,10 +276,10 @@ def write_part2_tables(cfg, profile: str, rows: list[dict], seconds: list[dict],
     body = []
     for d in datasets:
         for model in cfg.models:
-            cells = {}
-            for signal in columns:
-                r = _one(seconds, "seconds", problem=d, model=model, method=signal)
-                cells[signal] = r
+            cells = {
+                signal: _one(seconds, "seconds", problem=d, model=model, method=signal)
+                for signal in columns
+            }
             line = [model, DATASET_LABELS[d]]
             line += [
                 "—" if r is None else f"{r['mean']:.2f} ± {r['sd']:.2f} ({r['median']:.2f})"

@@ -330,7 +330,7 @@ def transfer_rows(
                 rows.append(
                     head
                     | {"method": features, "mean": float(np.mean(values))}
-                    | {"sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+                    | {"sd": float(np.std(values, ddof=1))}
                 )
             else:
                 rows.append(head | {"method": features, "undefined": "a held-out model failed"})

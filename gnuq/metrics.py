@@ -72,6 +72,12 @@ def auroc(scores, labels) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _feature_matrix(features) -> np.ndarray:
+    """Features ``[N]`` or ``[N, F]`` as a float64 ``[N, F]`` matrix."""
+    x = np.asarray(features, np.float64)
+    return x[:, None] if x.ndim == 1 else x
+
+
 def logistic_fit(features, labels, l2: float = 1e-3, steps: int = 100) -> np.ndarray:
     """Weights ``[F + 1]`` (bias last, on the original feature scale) of an L2-penalised logistic
     regression, by Newton's method with step halving on standardised features u:
@@ -81,8 +87,7 @@ def logistic_fit(features, labels, l2: float = 1e-3, steps: int = 100) -> np.nda
     (the penalty, on the standardised weights v and not on the bias, is small: it only keeps
     separable data finite). Warns when the gradient has not vanished after ``steps`` steps.
     """
-    x = np.asarray(features, np.float64)
-    x = x[:, None] if x.ndim == 1 else x
+    x = _feature_matrix(features)
     y = np.asarray(labels, np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("features contain NaN or inf")
@@ -121,8 +126,7 @@ def logistic_fit(features, labels, l2: float = 1e-3, steps: int = 100) -> np.nda
 
 def logistic_scores(weights: np.ndarray, features) -> np.ndarray:
     """``[N]`` logits [x, 1] w of a ``logistic_fit``."""
-    x = np.asarray(features, np.float64)
-    x = x[:, None] if x.ndim == 1 else x
+    x = _feature_matrix(features)
     return x @ weights[:-1] + weights[-1]
 
 
@@ -167,8 +171,7 @@ def split_aurocs(features, labels, splits: Sequence[tuple[np.ndarray, np.ndarray
 def out_of_fold_scores(features, labels, folds: int, seed: int) -> np.ndarray:
     """``[N]`` logits of a ``logistic_fit``, each item scored by the fit on the other folds of a
     stratified ``folds``-fold partition (each class dealt round-robin after a shuffle)."""
-    x = np.asarray(features, np.float64)
-    x = x[:, None] if x.ndim == 1 else x
+    x = _feature_matrix(features)
     y = np.asarray(labels, bool)
     if min(y.sum(), (~y).sum()) < folds:
         raise ValueError(f"{y.sum()} positive and {(~y).sum()} negative labels for {folds} folds")
