@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import pathlib
+import sys
 import time
 from collections.abc import Sequence
 
@@ -23,15 +24,15 @@ import jax
 import numpy as np
 
 import gnuq
-from experiments.units import run_units
-from gnuq import cache, config, laplace, likelihoods, mcmc, metrics, models, problems, report, train
-from gnuq.mcmc import McmcConfig
+from experiments.harness import cache, config, report
+from experiments.harness.units import run_units
+from gnuq import likelihoods, models, problems, stats, train
+from gnuq.baselines import laplace
+from gnuq.baselines.mcmc import McmcConfig
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCES = cache.source_version(
-    ROOT / "gnuq", __file__
-)  # in every cache key: code changes recompute
+SOURCES = cache.code_version("gnuq", sys.modules[__name__])  # code changes recompute
 EPISTEMIC = ("GN", "LA", "GN-vs-LA")
 ALEATORIC = ("PE", "LA", "PE-vs-LA")
 
@@ -83,7 +84,9 @@ def run_unit(
     )
 
     start = time.monotonic()
-    ref = mcmc.reference(
+    ref = cache.reference(
+        mcmc_cache,
+        ("mlp", problem.input_dim, spec.widths, outputs, cfg.activation),
         k_mcmc,
         model.apply,
         lik,
@@ -93,7 +96,6 @@ def run_unit(
         grid,
         cfg.map.prior_precision,
         cfg.mcmc,
-        cache_dir=mcmc_cache,
     )
     d = ref.diagnostics
     log(
@@ -149,7 +151,7 @@ def unit_records(spec: ProblemSpec, seed: int, arrays: dict) -> list[dict]:
     }
     records = []
     for (quantity, method), (a, b) in pairs.items():
-        for klass, r, rho in metrics.class_correlations(arrays[a], arrays[b]):
+        for klass, r, rho in stats.class_correlations(arrays[a], arrays[b]):
             records.append(
                 {
                     "problem": spec.name,
@@ -335,7 +337,7 @@ def draw_maps(cfg: Config, spec: ProblemSpec, a: dict, seed: int, out: pathlib.P
     def panel(name, est, ref):
         if ref is None:
             return (name, est)
-        r, rho = metrics.correlations(est, ref)
+        r, rho = stats.correlations(est, ref)
         return (f"{name}  r={r:.2f} ρ={rho:.2f}", est)
 
     n_classes = a["gn"].shape[1]

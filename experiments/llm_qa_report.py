@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import llm_qa_stats as qs
-from gnuq import cache, llm, report
-from gnuq.paper_values import paper_value
+from experiments.harness import assets, cache, report
+from experiments.harness.paper_values import paper_value
+from gnuq.pretrained import llm
 
 EXPERIMENT = "llm_qa"
 
@@ -144,13 +145,13 @@ def squared_param_norms(models: Sequence[str], assets_dir: pathlib.Path, out: pa
     known = json.loads(path.read_text()) if path.exists() else {}
     norms = {}
     for name in models:
-        key = cache.fingerprint(name, cache.source_version(llm.__file__))
+        key = cache.fingerprint(name, cache.code_version(llm))
         if known.get(name, {}).get("key") != key:
             tiny = name.startswith("tiny-")
             model = (
                 llm.tiny(name.removeprefix("tiny-"))
                 if tiny
-                else llm.load(name, assets_dir, with_tokenizer=False)
+                else assets.load_llm(name, assets_dir, with_tokenizer=False)
             )
             leaves = [np.asarray(v, np.float64) for v in jax.tree.leaves(model.params)]
             known[name] = {"key": key, "sq_norm": sum(float(np.sum(v * v)) for v in leaves)}

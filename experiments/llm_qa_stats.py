@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import stats as scipy_stats
 
-from gnuq import metrics
+from gnuq import stats
 
 METHODS = {  # method -> the record fields that are its features
     "naive_entropy": ("naive_entropy",),
@@ -120,14 +120,14 @@ def split_runs(
     out = {}
     for (model, dataset), g in gs.items():
         try:
-            splits = metrics.random_splits(g.correct, count, seed)
+            splits = stats.random_splits(g.correct, count, seed)
         except ValueError:
             splits = None
         for method, fields in METHODS.items():
             out[(model, dataset, method)] = (
                 None
                 if splits is None
-                else metrics.split_aurocs(g.features(fields), g.correct, splits)
+                else stats.split_aurocs(g.features(fields), g.correct, splits)
             )
     return out
 
@@ -196,19 +196,19 @@ def significance_rows(
                 if np.ptp(diff) == 0:  # a constant difference: t is undefined
                     t, p = None, 1.0 if diff[0] == 0 else 0.0
                 else:
-                    t, p = (float(v) for v in stats.ttest_rel(mean[grad], mean[baseline]))
+                    t, p = (float(v) for v in scipy_stats.ttest_rel(mean[grad], mean[baseline]))
                 tests.append((dataset, grad, baseline, float(diff.mean()), t, p))
         lift = np.concatenate(
             [(a - b)[:TEST_SPLITS] for a, b in zip(per["epi_alea"], per["aleatoric"], strict=True)]
         )
-        d, lo, hi, p = metrics.paired_bootstrap(lift, LIFT_RESAMPLES, seed)
+        d, lo, hi, p = stats.paired_bootstrap(lift, LIFT_RESAMPLES, seed)
         rows.append(
             _base(dataset, MEAN, None, seed)
             | {"quantity": "lift", "method": "epi_alea - aleatoric", "test": "splits"}
             | {"mean": d, "lo": lo, "hi": hi, "p": p, "pairs": int(lift.size)}
             | {"resamples": LIFT_RESAMPLES}
         )
-    adjusted = metrics.benjamini_hochberg([t[-1] for t in tests]) if tests else []
+    adjusted = stats.benjamini_hochberg([t[-1] for t in tests]) if tests else []
     for (dataset, grad, baseline, diff, t, p), p_bh in zip(tests, adjusted, strict=True):
         rows.append(
             _base(dataset, MEAN, None, seed)
@@ -233,10 +233,10 @@ def question_rows(
         for method, fields in METHODS.items():
             per_model_full, per_model_draws = [], []
             for g in part:
-                oof = metrics.out_of_fold_scores(g.features(fields), g.correct, FOLDS, seed)
-                per_model_full.append(metrics.auroc(oof, g.correct))
+                oof = stats.out_of_fold_scores(g.features(fields), g.correct, FOLDS, seed)
+                per_model_full.append(stats.auroc(oof, g.correct))
                 per_model_draws.append(
-                    metrics.bootstrap_aurocs(oof, g.correct, QUESTION_RESAMPLES, seed)
+                    stats.bootstrap_aurocs(oof, g.correct, QUESTION_RESAMPLES, seed)
                 )
             full[method] = float(np.mean(per_model_full))
             draws[method] = np.mean(per_model_draws, axis=0)
@@ -244,13 +244,13 @@ def question_rows(
         for grad, baseline in pairs:
             d = draws[grad] - draws[baseline]
             lo, hi = np.quantile(d, [0.025, 0.975])
-            p = metrics.bootstrap_p(d) if np.any(d) else 1.0
+            p = stats.bootstrap_p(d) if np.any(d) else 1.0
             tests.append(
                 (dataset, grad, baseline, full[grad] - full[baseline], float(lo), float(hi), p)
             )
     family = [i for i, t in enumerate(tests) if t[2] != "aleatoric"]  # the 18 of Table 13
     adjusted = (
-        dict(zip(family, metrics.benjamini_hochberg([tests[i][-1] for i in family]), strict=True))
+        dict(zip(family, stats.benjamini_hochberg([tests[i][-1] for i in family]), strict=True))
         if family
         else {}
     )
@@ -278,10 +278,10 @@ def spearman_rows(
             (POOLED, parts)
         ]:
             epi = np.concatenate(
-                [stats.rankdata(g.scores["epistemic"]) / g.correct.size for g in part]
+                [scipy_stats.rankdata(g.scores["epistemic"]) / g.correct.size for g in part]
             )
             p_true = np.concatenate(
-                [stats.rankdata(g.scores["p_true"]) / g.correct.size for g in part]
+                [scipy_stats.rankdata(g.scores["p_true"]) / g.correct.size for g in part]
             )
             head = _base(dataset, model, part[0].n_params if len(part) == 1 else None, seed) | {
                 "quantity": "spearman_epistemic_p_true",
@@ -291,7 +291,7 @@ def spearman_rows(
             if np.ptp(epi) == 0 or np.ptp(p_true) == 0:
                 rows.append(head | {"undefined": "a constant score"})
                 continue
-            rho, p = stats.spearmanr(epi, p_true)
+            rho, p = scipy_stats.spearmanr(epi, p_true)
             rows.append(head | {"rho": float(rho), "p": float(p)})
     return rows
 
@@ -321,9 +321,9 @@ def transfer_rows(
                 if len(set(y)) < 2 or len(set(test.correct)) < 2:
                     rows.append(head | {"undefined": "a class is missing on one side"})
                     continue
-                w = metrics.logistic_fit(np.vstack([g.features(fields) for g in train]), y)
-                score = metrics.logistic_scores(w, test.features(fields))
-                values.append(metrics.auroc(score, test.correct))
+                w = stats.logistic_fit(np.vstack([g.features(fields) for g in train]), y)
+                score = stats.logistic_scores(w, test.features(fields))
+                values.append(stats.auroc(score, test.correct))
                 rows.append(head | {"auroc": values[-1], "n": int(test.correct.size)})
             head = _base(dataset, MEAN, None, seed) | {"quantity": "transfer_auroc"}
             if len(values) == len(models) > 1:

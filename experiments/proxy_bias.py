@@ -31,15 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import gnuq
-from experiments.units import run_units
-from gnuq import cache, config, laplace, likelihoods, metrics, models, problems, report, train
-from gnuq.paper_values import paper_value
+from experiments.harness import cache, config, report
+from experiments.harness.paper_values import paper_value
+from experiments.harness.units import run_units
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import laplace
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCES = cache.source_version(
-    ROOT / "gnuq", __file__
-)  # in every cache key: code changes recompute
+SOURCES = cache.code_version("gnuq", sys.modules[__name__])  # code changes recompute
 EXPERIMENT = "proxy_bias"
 
 
@@ -110,7 +110,7 @@ def unit_statistics(a: dict) -> dict[str, float]:
     upper = a["grid_top"]
     stats = {m: float(a[f"U_{m}"][upper].mean() / a[f"U_{m}"][~upper].mean()) for m in "IAB"}
     log_ratio = np.log(a["U_A"] / a["U_B"])
-    t, p, d = metrics.welch(log_ratio[upper], log_ratio[~upper])
+    t, p, d = stats.welch(log_ratio[upper], log_ratio[~upper])
     return stats | {
         "t": t,
         "p": p,

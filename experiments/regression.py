@@ -24,27 +24,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import gnuq
-from experiments.units import run_units
-from gnuq import (
-    cache,
-    config,
-    curvature,
-    laplace,
-    likelihoods,
-    mcmc,
-    metrics,
-    models,
-    problems,
-    report,
-    train,
-)
-from gnuq.mcmc import McmcConfig
+from experiments.harness import cache, config, report
+from experiments.harness.units import run_units
+from gnuq import likelihoods, models, problems, stats, train
+from gnuq.baselines import curvature, laplace
+from gnuq.baselines.mcmc import McmcConfig
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCES = cache.source_version(
-    ROOT / "gnuq", __file__
-)  # in every cache key: code changes recompute
+SOURCES = cache.code_version("gnuq", sys.modules[__name__])  # code changes recompute
 EXPERIMENT = "regression"
 
 
@@ -76,8 +64,9 @@ def run_unit(cfg, spec, seed, log, mcmc_cache) -> dict[str, np.ndarray]:
     lam = cfg.map.prior_precision
     fit = train.fit_map(model.apply, lik, model.params, x, y, cfg.map)
     start = time.monotonic()
-    ref = mcmc.reference(
-        k_mcmc, model.apply, lik, x, y, fit.params, grid, lam, cfg.mcmc, cache_dir=mcmc_cache
+    model_id = ("mlp", 1, spec.widths, 1, cfg.activation)
+    ref = cache.reference(
+        mcmc_cache, model_id, k_mcmc, model.apply, lik, x, y, fit.params, grid, lam, cfg.mcmc
     )
     d = ref.diagnostics
     log(
@@ -130,7 +119,7 @@ def render(cfg: Config, profile: str, units: dict, out: pathlib.Path) -> list[st
             "LA": ("la", "mcmc"),
             "GN-vs-LA": ("gn", "la"),
         }.items():
-            r, rho = metrics.correlations(a[est], a[ref])
+            r, rho = stats.correlations(a[est], a[ref])
             records.append(base | {"method": method, "pearson": r, "spearman": rho})
         for kind in ("hessian", "ggn"):
             eigs = a[f"{kind}_eigs"]

@@ -18,8 +18,8 @@ import sys
 import time
 
 from experiments import gallery
-from gnuq import report
-from gnuq.config import PROFILES
+from experiments.harness import report
+from experiments.harness.config import PROFILES
 
 EXPERIMENTS: list[str] = list(gallery.PAPER_ITEMS)  # binary, multiclass, ..., llm_qa
 

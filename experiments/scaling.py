@@ -29,31 +29,20 @@ import numpy as np
 
 import gnuq
 from experiments import scaling_report
-from experiments.units import run_units
-from gnuq import (
-    cache,
-    config,
-    likelihoods,
-    mcmc_resumable,
-    models,
-    problems,
-    train,
-)
-from gnuq.mcmc import McmcConfig
-from gnuq.mcmc_resumable import StreamConfig
+from experiments.harness import cache, config
+from experiments.harness.units import run_units
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import mcmc_resumable
+from gnuq.baselines.mcmc import McmcConfig
+from gnuq.baselines.mcmc_resumable import StreamConfig
 from gnuq.train import MapConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # the code that computes a unit, in every cache key (so a change recomputes, and only then)
-SOURCES = cache.source_version(
-    *(
-        ROOT / "gnuq" / f"{m}.py"
-        for m in (
-            "cache", "chunking", "dense", "estimators", "likelihoods", "mcmc", "mcmc_resumable",
-            "models", "problems", "train",
-        )
-    ),
-    __file__,
+SOURCES = cache.code_version(  # what a unit computes with: changes to it recompute
+    "gnuq.chunking", "gnuq.dense", "gnuq.estimators", "gnuq.likelihoods", "gnuq.baselines.mcmc",
+    "gnuq.baselines.mcmc_resumable", "gnuq.models", "gnuq.problems", "gnuq.train",
+    sys.modules[__name__],
 )  # fmt: skip
 
 

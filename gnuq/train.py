@@ -26,7 +26,8 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from gnuq import cache, likelihoods
+from gnuq import checkpoint as ckpt_io
+from gnuq import likelihoods
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
 
 
@@ -208,10 +209,10 @@ def finetune(
         return optax.apply_updates(params, updates), state, value
 
     losses: list[float] = []
-    saved = cache.load(checkpoint) if checkpoint is not None else None
+    saved = ckpt_io.load(checkpoint) if checkpoint is not None else None
     if saved is not None:
-        params = cache.arrays_to_tree(saved, params, "params")
-        state = cache.arrays_to_tree(saved, state, "state")
+        params = ckpt_io.arrays_to_tree(saved, params, "params")
+        state = ckpt_io.arrays_to_tree(saved, state, "state")
         losses = saved["losses"].tolist()
         log(f"resumed fine-tuning after epoch {len(losses)}")
     for epoch in range(len(losses), config.epochs):
@@ -228,7 +229,9 @@ def finetune(
             )
         losses.append(float(np.mean(epoch_losses)))
         if checkpoint is not None:
-            arrays = cache.tree_to_arrays(params, "params") | cache.tree_to_arrays(state, "state")
-            cache.save(checkpoint, arrays | {"losses": np.asarray(losses)})
+            arrays = ckpt_io.tree_to_arrays(params, "params") | ckpt_io.tree_to_arrays(
+                state, "state"
+            )
+            ckpt_io.save(checkpoint, arrays | {"losses": np.asarray(losses)})
         log(f"epoch {epoch + 1}/{config.epochs}: mean training NLL {losses[-1]:.4f}")
     return FinetuneResult(params, jnp.asarray(losses))

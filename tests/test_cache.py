@@ -1,10 +1,20 @@
 """Cache keys change with content and code; files are written atomically and reloaded."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
 import numpy as np
 import pytest
 
-from gnuq import cache
-from gnuq.mcmc import McmcConfig
+from experiments.harness import cache
+from gnuq import likelihoods, models, problems
+from gnuq.baselines import mcmc
+from gnuq.baselines.mcmc import McmcConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_fingerprint_changes_with_content():
@@ -19,15 +29,48 @@ def test_fingerprint_changes_with_content():
     assert cache.fingerprint("1") != cache.fingerprint(1)
 
 
-def test_source_version_follows_the_code(tmp_path):
+def test_code_version_follows_the_code_not_its_comments(tmp_path, monkeypatch):
     (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
     module = tmp_path / "pkg" / "m.py"
-    module.write_text("x = 1\n")
-    before = cache.source_version(tmp_path / "pkg")
-    assert before == cache.source_version(tmp_path / "pkg")
+    module.write_text('"""Doc."""\n\nx = 1  # one\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = cache.code_version("pkg.m")
+    module.write_text('"""Another doc."""\n# a comment\n\n\nx = (\n    1\n)\n')
+    assert cache.code_version("pkg.m") == before  # comments, docstrings, layout: no change
     module.write_text("x = 2\n")
-    assert cache.source_version(tmp_path / "pkg") != before
-    assert cache.source_version(module) == cache.source_version(tmp_path / "pkg" / "m.py")
+    assert cache.code_version("pkg.m") != before
+    assert cache.code_version("pkg") != cache.code_version("pkg.m")  # the package: every module
+
+
+def test_keys_refuse_what_names_a_memory_address():
+    with pytest.raises(TypeError, match="memory address"):
+        cache.fingerprint(lambda x: x)
+    with pytest.raises(TypeError, match="memory address"):
+        cache.fingerprint(object())
+
+
+def test_keys_are_the_same_in_another_process():
+    """A key computed here equals the one another interpreter computes (no address, no hash
+    randomisation): the committed records' keys must survive a fresh clone."""
+    code = (
+        "import jax, numpy as np; from experiments.harness import cache; "
+        "from gnuq.baselines.mcmc import McmcConfig; "
+        "print(cache.fingerprint({'a': np.arange(3.0)}, McmcConfig(), jax.random.key(1), "
+        "cache.code_version('gnuq')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {"PYTHONHASHSEED": "123"},
+        cwd=ROOT,
+    ).stdout.strip()
+    here = cache.fingerprint(
+        {"a": np.arange(3.0)}, McmcConfig(), jax.random.key(1), cache.code_version("gnuq")
+    )
+    assert out == here
 
 
 def test_load_or_compute_round_trip_and_corruption(tmp_path):
@@ -45,3 +88,40 @@ def test_load_or_compute_round_trip_and_corruption(tmp_path):
     with pytest.warns(UserWarning, match="unreadable"):
         cache.load_or_compute(path, compute)
     assert len(calls) == 2 and not list(tmp_path.rglob("*.tmp"))
+    arrays = dict(np.load(path))
+    del arrays["b"]  # readable, but an array short
+    np.savez(path, **arrays)
+    with pytest.warns(UserWarning, match=r"incomplete \(missing \['b'\]\)"):
+        cache.load_or_compute(path, compute)
+    assert len(calls) == 3
+
+
+def test_cached_reference_reloads_and_recovers_from_a_corrupt_file(tmp_path, monkeypatch):
+    p = problems.get("linear_1d")
+    x, y = p.sample(jax.random.key(0), 20)
+    m = models.mlp(jax.random.key(1), 1, (), 1)
+    lik = likelihoods.get("gaussian", p.noise_var)
+    cfg = McmcConfig(num_warmup=100, num_samples=100, num_chains=2, progress=False)
+
+    def run():
+        return cache.reference(
+            tmp_path, ("linear",), jax.random.key(5), m.apply, lik, x, y, m.params, p.grid(5),
+            1.0, cfg,
+        )  # fmt: skip
+
+    with pytest.warns(RuntimeWarning):  # too short to pass the gate; not the point here
+        first = run()
+    (path,) = tmp_path.glob("mcmc-*.npz")
+    calls = []
+    monkeypatch.setattr(mcmc, "sample", lambda *a: calls.append(a))
+    with pytest.warns(RuntimeWarning):
+        again = run()
+    assert not calls  # loaded, not resampled
+    np.testing.assert_array_equal(again.epistemic, first.epistemic)
+    path.write_bytes(path.read_bytes()[:100])  # an interrupted copy, say
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="unreadable"):
+        with pytest.warns(RuntimeWarning):
+            recovered = run()
+    np.testing.assert_array_equal(recovered.epistemic, first.epistemic)
+    assert not list(tmp_path.glob(".*tmp"))

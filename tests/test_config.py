@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from gnuq import config
+from experiments.harness import config
 from gnuq.train import MapConfig
 
 

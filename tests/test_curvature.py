@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gnuq import curvature, likelihoods, models, problems
+from gnuq import likelihoods, models, problems
+from gnuq.baselines import curvature
 
 
 def _xor_mlp(n=40, widths=(5, 4), dtype=jnp.float64):

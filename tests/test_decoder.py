@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnuq import decoder, sequence_uncertainty
+from gnuq import sequence_uncertainty
+from gnuq.pretrained import decoder
 
 LLAMA = decoder.DecoderConfig(
     arch="llama", vocab_size=61, hidden=24, layers=2, heads=4, kv_heads=2, head_dim=8,

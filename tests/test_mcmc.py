@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from gnuq import likelihoods, mcmc, models, problems, train
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import mcmc
 
 FAST = mcmc.McmcConfig(num_warmup=500, num_samples=1000, progress=False)
 
@@ -162,38 +163,11 @@ def test_too_short_reference_warns_and_is_not_ok():
     assert not ref.diagnostics.ok and ref.diagnostics.row()["ok"] is False
 
 
-def test_cache_reloads_and_recovers_from_a_corrupt_file(tmp_path, monkeypatch):
-    p, x, y, m, lik, map_params, _, _ = _linear_regression()
-    cfg = mcmc.McmcConfig(num_warmup=100, num_samples=100, num_chains=2, progress=False)
-
-    def run():
-        return mcmc.reference(
-            jax.random.key(5), m.apply, lik, x, y, map_params, p.grid(5), 1.0, cfg, tmp_path
-        )
-
-    with pytest.warns(RuntimeWarning):  # too short to pass the gate; not the point here
-        first = run()
-    (path,) = tmp_path.glob("mcmc-*.npz")
-    calls = []
-    monkeypatch.setattr(mcmc, "sample", lambda *a: calls.append(a))
-    with pytest.warns(RuntimeWarning):
-        again = run()
-    assert not calls  # loaded, not resampled
-    np.testing.assert_array_equal(again.epistemic, first.epistemic)
-    path.write_bytes(path.read_bytes()[:100])  # an interrupted copy, say
-    monkeypatch.undo()
-    with pytest.warns(UserWarning, match="unreadable"):
-        with pytest.warns(RuntimeWarning):
-            recovered = run()
-    np.testing.assert_array_equal(recovered.epistemic, first.epistemic)
-    assert not list(tmp_path.glob(".*tmp"))
-
-
 def test_device_chains_equal_sequential_chains():
     script = textwrap.dedent(
         """
         import jax, numpy as np
-        from gnuq import mcmc
+        from gnuq.baselines import mcmc
         assert jax.local_device_count() == 2
         def logdensity(p):
             return -0.5 * jax.numpy.sum((p["a"] - 1.0) ** 2 / 0.3) - 0.5 * p["b"] ** 2

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from test_mcmc import _linear_regression
 
-from gnuq import likelihoods, mcmc, mcmc_resumable, models, problems, train
-from gnuq.mcmc_resumable import StreamConfig
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import mcmc, mcmc_resumable
+from gnuq.baselines.mcmc_resumable import StreamConfig
 
 
 def test_bayesian_linear_regression_predictive_variance_matches_closed_form():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from gnuq import qa
+from experiments.harness import qa
 
 
 def test_normalize_and_token_f1_follow_squad():

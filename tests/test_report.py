@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from gnuq import report
-from gnuq.paper_values import paper_value
+from experiments.harness import report
+from experiments.harness.paper_values import paper_value
 
 
 def _records(value):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import text_domains
-from gnuq import assets, config
+from experiments.harness import assets, config
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gnuq import cache
+from experiments.harness import cache
 
 
 def run_units(

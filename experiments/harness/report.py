@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gnuq import metrics
-from gnuq.paper_values import paper_value
+from experiments.harness.paper_values import paper_value
+from gnuq import stats
 
 
 def git_commit() -> str:
@@ -128,7 +128,7 @@ def spread_cell(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     """ "mean [min, max]" over seeds (just the value for one seed; "—" for none)."""
     if not values:
         return "—"
-    mean, lo, hi = metrics.spread(values)
+    mean, lo, hi = stats.spread(values)
     if len(values) == 1:
         return fmt.format(mean)
     return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"

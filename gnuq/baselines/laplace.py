@@ -39,8 +39,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gnuq import likelihoods
-from gnuq.chunking import chunked_map
-from gnuq.curvature import (
+from gnuq.baselines.curvature import (
     Curvature,
     curvature,
     get_path,
@@ -50,8 +49,9 @@ from gnuq.curvature import (
     stack_dense,
     unstack_dense,
 )
+from gnuq.baselines.mcmc import predictive_moments
+from gnuq.chunking import chunked_map
 from gnuq.dense import dense_obstacle
-from gnuq.mcmc import predictive_moments
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
 
 LINEARISED_METHODS = ("auto", "dense", "vmap")

@@ -29,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gnuq import cache, likelihoods, mcmc, train
-from gnuq.mcmc import Chains, McmcConfig, Reference
+from gnuq import checkpoint as ckpt_io
+from gnuq import likelihoods, train
+from gnuq.baselines import mcmc
+from gnuq.baselines.mcmc import Chains, McmcConfig, Reference
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
 
 
@@ -114,7 +116,7 @@ def reference(
     group_of = [g for g, group in enumerate(groups) for _ in group]  # chains run together
     sizes = [config.num_chains, config.num_warmup, config.num_samples, stream.segment, len(subset)]
     layout = np.asarray([*sizes, *group_of])
-    saved = None if ckpt is None else cache.load(ckpt)
+    saved = None if ckpt is None else ckpt_io.load(ckpt)
     if saved is not None and not np.array_equal(saved.get("layout"), layout):
         warnings.warn(
             f"checkpoint {ckpt} was written with other chain, grouping or segment settings; "
@@ -144,7 +146,7 @@ def reference(
             chain_keys[idx], jax.tree.map(lambda a, i=idx: a[i], init)
         )
         tuned = {"step_size": step_size, "inverse_mass_matrix": imm, "warmup_steps": steps}
-        _put(saved, idx, cache.tree_to_arrays(state, "state") | tuned, config.num_chains)
+        _put(saved, idx, ckpt_io.tree_to_arrays(state, "state") | tuned, config.num_chains)
         saved["warmed"][idx] = True
         grads += int(np.sum(steps))
         _save(ckpt, saved)
@@ -154,7 +156,7 @@ def reference(
     sampling_start = time.monotonic()  # the ETA extrapolates sampling, not the warm-up
     for i, (s, group) in enumerate(todo, 1):
         idx = np.asarray(group)
-        state = cache.arrays_to_tree(
+        state = ckpt_io.arrays_to_tree(
             {k: v[idx] for k, v in saved.items() if k.startswith("state")}, template, "state"
         )
         state, out = run_segment(
@@ -178,7 +180,7 @@ def reference(
                 shape = (config.num_chains, config.num_samples, *value.shape[2:])
                 saved[name] = np.zeros(shape, value.dtype)
             saved[name][idx, first:last] = value
-        _put(saved, idx, cache.tree_to_arrays(state, "state"), config.num_chains)
+        _put(saved, idx, ckpt_io.tree_to_arrays(state, "state"), config.num_chains)
         _merge_draws(saved, probs)
         saved["done"][idx] = s + 1
         grads += int(n_steps.sum())
@@ -230,4 +232,4 @@ def _merge_draws(saved: dict, probs: np.ndarray) -> None:
 
 def _save(path: pathlib.Path | None, saved: dict) -> None:
     if path is not None:
-        cache.save(path, saved)
+        ckpt_io.save(path, saved)

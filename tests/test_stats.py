@@ -4,47 +4,46 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
-from gnuq import metrics
+from gnuq import stats
 
 
 def test_correlations_of_known_relations():
     x = np.linspace(0, 1, 50)
-    assert metrics.correlations(x, 3 * x + 1) == pytest.approx((1.0, 1.0))
-    r, rho = metrics.correlations(x, np.exp(5 * x))
+    assert stats.correlations(x, 3 * x + 1) == pytest.approx((1.0, 1.0))
+    r, rho = stats.correlations(x, np.exp(5 * x))
     assert rho == pytest.approx(1.0) and 0.7 < r < 0.95  # monotone but not linear
-    assert metrics.correlations(x[:, None], -x[None, :].T) == pytest.approx((-1.0, -1.0))
+    assert stats.correlations(x[:, None], -x[None, :].T) == pytest.approx((-1.0, -1.0))
 
 
 def test_undefined_correlations_raise():
     with pytest.raises(ValueError, match="constant"):
-        metrics.correlations(np.ones(5), np.arange(5))
+        stats.correlations(np.ones(5), np.arange(5))
     with pytest.raises(ValueError, match="NaN"):
-        metrics.correlations([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
+        stats.correlations([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="shapes differ"):
-        metrics.correlations(np.arange(4), np.arange(5))
+        stats.correlations(np.arange(4), np.arange(5))
 
 
 def test_spread():
-    assert metrics.spread([0.5, 0.7, 0.6]) == pytest.approx((0.6, 0.5, 0.7))
+    assert stats.spread([0.5, 0.7, 0.6]) == pytest.approx((0.6, 0.5, 0.7))
 
 
 def test_welch_refuses_non_finite_input():
     with pytest.raises(ValueError, match="NaN or inf"):
-        metrics.welch([1.0, -np.inf, 2.0], [1.0, 2.0])
+        stats.welch([1.0, -np.inf, 2.0], [1.0, 2.0])
 
 
 def test_welch_against_hand_computation():
     a = np.array([1.0, 2.0, 3.0, 4.0])
     b = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
-    t, p, d = metrics.welch(a, b)
+    t, p, d = stats.welch(a, b)
     va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 5
     assert t == pytest.approx((a.mean() - b.mean()) / np.sqrt(va + vb))
     dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)  # Welch-Satterthwaite
-    from scipy import stats
 
-    assert p == pytest.approx(2 * stats.t.sf(abs(t), dof))
+    assert p == pytest.approx(2 * scipy_stats.t.sf(abs(t), dof))
     assert d == pytest.approx((2.5 - 6.0) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2))
 
 
@@ -52,21 +51,21 @@ def test_class_correlations_per_class_and_pooled():
     rng = np.random.default_rng(0)
     est = rng.random((50, 3))
     ref = est + 0.1 * rng.random((50, 3))
-    out = metrics.class_correlations(est, ref)
+    out = stats.class_correlations(est, ref)
     assert [c for c, _, _ in out] == [0, 1, 2, "overall"]
-    assert out[1][1] == pytest.approx(stats.pearsonr(est[:, 1], ref[:, 1])[0])
-    assert out[3][2] == pytest.approx(stats.spearmanr(est.ravel(), ref.ravel())[0])
-    assert [c for c, _, _ in metrics.class_correlations(est[:, :1], ref[:, :1])] == ["overall"]
+    assert out[1][1] == pytest.approx(scipy_stats.pearsonr(est[:, 1], ref[:, 1])[0])
+    assert out[3][2] == pytest.approx(scipy_stats.spearmanr(est.ravel(), ref.ravel())[0])
+    assert [c for c, _, _ in stats.class_correlations(est[:, :1], ref[:, :1])] == ["overall"]
     with pytest.raises(ValueError, match=r"\[N, K\]"):
-        metrics.class_correlations(est[:, 0], ref[:, 0])
+        stats.class_correlations(est[:, 0], ref[:, 0])
 
 
 def test_auroc_by_hand():
     # positives score 0.35 and 0.8, negatives 0.1 and 0.4: 3 of 4 pairs ordered right
-    assert metrics.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
-    assert metrics.auroc([1, 1, 2], [0, 1, 1]) == 0.75  # a tie counts 1/2
+    assert stats.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert stats.auroc([1, 1, 2], [0, 1, 1]) == 0.75  # a tie counts 1/2
     with pytest.raises(ValueError, match="both positive and negative"):
-        metrics.auroc([1, 2], [1, 1])
+        stats.auroc([1, 2], [1, 1])
 
 
 def test_logistic_fit_is_the_penalised_maximum_likelihood():
@@ -76,7 +75,7 @@ def test_logistic_fit_is_the_penalised_maximum_likelihood():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2)) * [1.0, 10.0] + [0.0, 5.0]
     y = rng.random(200) < 1 / (1 + np.exp(-(x[:, 0] - 0.1 * x[:, 1])))
-    w = metrics.logistic_fit(x, y, l2=0.0)
+    w = stats.logistic_fit(x, y, l2=0.0)
 
     def nll(v):
         z = x @ v[:2] + v[2]
@@ -84,7 +83,7 @@ def test_logistic_fit_is_the_penalised_maximum_likelihood():
 
     ref = optimize.minimize(nll, np.zeros(3), method="BFGS", options={"gtol": 1e-8}).x
     np.testing.assert_allclose(w, ref, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(metrics.logistic_scores(w, x), x @ ref[:2] + ref[2], atol=1e-4)
+    np.testing.assert_allclose(stats.logistic_scores(w, x), x @ ref[:2] + ref[2], atol=1e-4)
 
 
 def test_logistic_fit_on_separable_heavy_tailed_features():
@@ -96,62 +95,62 @@ def test_logistic_fit_on_separable_heavy_tailed_features():
     y = x[:, 0] > 2000
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        w = metrics.logistic_fit(x, y)
-    assert np.all(np.isfinite(w)) and metrics.auroc(metrics.logistic_scores(w, x), y) == 1.0
+        w = stats.logistic_fit(x, y)
+    assert np.all(np.isfinite(w)) and stats.auroc(stats.logistic_scores(w, x), y) == 1.0
     with pytest.warns(UserWarning, match="Newton steps"):
-        metrics.logistic_fit(x, y, steps=1)
+        stats.logistic_fit(x, y, steps=1)
 
 
 def test_split_aurocs_are_reproducible_and_see_the_signal():
     rng = np.random.default_rng(1)
     x = rng.normal(size=300)
     y = rng.random(300) < 1 / (1 + np.exp(-3 * x))
-    splits = metrics.random_splits(y, splits=20, seed=3)
+    splits = stats.random_splits(y, splits=20, seed=3)
     for train, test in splits:  # 20 % of each class held out
         assert len(train) + len(test) == 300 and abs(len(test) - 60) <= 1
         assert y[test].sum() == round(0.2 * y.sum())
-    a = metrics.split_aurocs(x, y, splits)
-    again = metrics.split_aurocs(x, y, metrics.random_splits(y, splits=20, seed=3))
+    a = stats.split_aurocs(x, y, splits)
+    again = stats.split_aurocs(x, y, stats.random_splits(y, splits=20, seed=3))
     assert a.shape == (20,) and np.array_equal(a, again)
     assert 0.75 < a.mean() < 0.95  # the population AUROC of this model is about 0.85
     # a decreasing score is learned as such: the logistic regression picks the sign
-    np.testing.assert_allclose(metrics.split_aurocs(-x, y, splits), a)
-    noise = metrics.split_aurocs(rng.normal(size=300), y, metrics.random_splits(y, 50, seed=3))
+    np.testing.assert_allclose(stats.split_aurocs(-x, y, splits), a)
+    noise = stats.split_aurocs(rng.normal(size=300), y, stats.random_splits(y, 50, seed=3))
     assert abs(noise.mean() - 0.5) < 0.05
 
 
 def test_random_splits_hold_both_classes_or_refuse():
     y = np.arange(12) < 3  # 3 positives: an unstratified 80/20 split often holds none
-    splits = metrics.random_splits(y, splits=30, seed=0)
+    splits = stats.random_splits(y, splits=30, seed=0)
     for train, test in splits:
         assert 0 < y[test].sum() < len(test) and 0 < y[train].sum() < len(train)
         assert sorted([*train, *test]) == list(range(12))
     assert len({tuple(test) for _, test in splits}) > 5  # random, not one fixed split
     with pytest.raises(ValueError, match="at least 2"):
-        metrics.random_splits(np.arange(10) == 0, splits=5, seed=0)
+        stats.random_splits(np.arange(10) == 0, splits=5, seed=0)
 
 
 def test_paired_bootstrap_by_hand():
     # differences all equal: every resampled mean is the same, the interval collapses on it and
     # no resample reaches 0, so p is the floor 2 / (1 + resamples)
-    mean, lo, hi, p = metrics.paired_bootstrap([0.1, 0.1, 0.1], resamples=999, seed=0)
+    mean, lo, hi, p = stats.paired_bootstrap([0.1, 0.1, 0.1], resamples=999, seed=0)
     assert (mean, lo, hi) == pytest.approx((0.1, 0.1, 0.1)) and p == pytest.approx(2 / 1000)
     # (-1, 1): a resampled mean is -1, 0 or 1 with probability 1/4, 1/2, 1/4, so for an observed
     # mean of 0 the far side (>= 0) holds 3/4 of the resamples and p is 1
-    assert metrics.paired_bootstrap([-1.0, 1.0], resamples=4000, seed=0)[3] == 1.0
+    assert stats.paired_bootstrap([-1.0, 1.0], resamples=4000, seed=0)[3] == 1.0
     # (1, 1, -1, 1, 1): the resampled mean is <= 0 when at least 3 of the 5 draws are -1,
     # P = sum_{k>=3} C(5,k) 0.2^k 0.8^(5-k) = 0.05792, so p is about 2 x 0.058
     d = [1.0, 1.0, -1.0, 1.0, 1.0]
-    assert metrics.paired_bootstrap(d, resamples=200_000, seed=1)[3] == pytest.approx(
+    assert stats.paired_bootstrap(d, resamples=200_000, seed=1)[3] == pytest.approx(
         0.11584, abs=0.004
     )
     with pytest.raises(ValueError, match="at least 2 finite"):
-        metrics.paired_bootstrap([0.1, np.nan], resamples=10, seed=0)
+        stats.paired_bootstrap([0.1, np.nan], resamples=10, seed=0)
 
 
 def test_benjamini_hochberg_by_hand():
     # sorted p (0.01, 0.02, 0.03, 0.5) times m/rank (4, 2, 4/3, 1), then the running minimum from
     # the top: (0.04, 0.04, 0.04, 0.5)
-    adjusted = metrics.benjamini_hochberg([0.5, 0.01, 0.03, 0.02])
+    adjusted = stats.benjamini_hochberg([0.5, 0.01, 0.03, 0.02])
     np.testing.assert_allclose(adjusted, [0.5, 0.04, 0.04, 0.04])
     assert np.all(adjusted >= [0.5, 0.01, 0.03, 0.02])

@@ -28,7 +28,6 @@ bulk ESS >= ``min_ess`` and at most ``max_divergences`` divergent transitions.
 
 import dataclasses
 import math
-import pathlib
 import warnings
 from typing import NamedTuple
 
@@ -40,7 +39,7 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from scipy import stats
 from tqdm.auto import tqdm
 
-from gnuq import cache, likelihoods, train
+from gnuq import likelihoods, train
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
 
 ALGORITHMS = ("nuts", "hmc")
@@ -229,11 +228,6 @@ def resolve_chain_method(method: str) -> str:
 
 
 _PROGRESS: dict = {}
-_HERE = pathlib.Path(__file__).parent
-# the code that determines the draws, part of the draws' cache key
-_SAMPLER_SOURCES = cache.source_version(
-    *(_HERE / f"{m}.py" for m in ("mcmc", "train", "likelihoods", "models"))
-)
 
 
 def _report(step) -> None:
@@ -441,6 +435,29 @@ def diagnose(chains: Chains, predictions: np.ndarray | None, config: McmcConfig)
 # the reference posterior of a model
 
 
+def posterior_chains(
+    key: PRNGKey,
+    apply_fn: ApplyFn,
+    likelihood: likelihoods.Likelihood,
+    x_train: Array,
+    y_train: Array,
+    map_params: Params,
+    prior_precision: float,
+    config: McmcConfig = McmcConfig(),
+) -> Chains:
+    """Warm up and sample ``config.num_chains`` chains from the posterior whose negative log
+    density is ``train.neg_log_posterior`` (the objective MAP training minimises), started as
+    ``config.init`` says from ``map_params``."""
+    potential = train.neg_log_posterior(apply_fn, likelihood, prior_precision)
+
+    def logdensity(p):
+        return -potential(p, x_train, y_train)
+
+    k_init, k_sample = jax.random.split(key)
+    init = initial_positions(k_init, map_params, config, prior_precision)
+    return sample(k_sample, logdensity, init, config)
+
+
 def reference(
     key: PRNGKey,
     apply_fn: ApplyFn,
@@ -451,71 +468,31 @@ def reference(
     x_eval: Array,
     prior_precision: float,
     config: McmcConfig = McmcConfig(),
-    cache_dir: str | pathlib.Path | None = None,
 ) -> Reference:
     """Sample the posterior of ``apply_fn`` given the data and return predictive moments on
     ``x_eval`` with diagnostics; warns (and sets ``ok=False``) when the gate fails.
 
-    With ``cache_dir``, the draws are stored in ``cache_dir/mcmc-<hash>.npz`` keyed by everything
-    that determines them, and reloaded by a rerun.
+    ``summarise(posterior_chains(...), ...)``: call the two yourself to keep or reuse the draws.
     """
-    potential = train.neg_log_posterior(apply_fn, likelihood, prior_precision)
+    chains = posterior_chains(
+        key, apply_fn, likelihood, x_train, y_train, map_params, prior_precision, config
+    )
+    return summarise(apply_fn, likelihood, chains, x_eval, config)
 
-    def logdensity(p):
-        return -potential(p, x_train, y_train)
+
+def summarise(
+    apply_fn: ApplyFn,
+    likelihood: likelihoods.Likelihood,
+    chains: Chains,
+    x_eval: Array,
+    config: McmcConfig = McmcConfig(),
+) -> Reference:
+    """Predictive moments of ``chains`` on ``x_eval [N, ...]`` (streamed over chunks of
+    ``config.sample_chunk`` samples) and the diagnostics of the R-hat / ESS gate."""
 
     def predict(p, x):
         return likelihood.predict(apply_fn(p, x))
 
-    k_init, k_sample = jax.random.split(key)
-
-    def run() -> dict[str, np.ndarray]:
-        init = initial_positions(k_init, map_params, config, prior_precision)
-        chains = sample(k_sample, logdensity, init, config)
-        arrays = cache.tree_to_arrays(chains.positions, "positions")
-        arrays.update(
-            divergent=chains.divergent,
-            acceptance_rate=chains.acceptance_rate,
-            num_steps=chains.num_steps,
-            step_size=chains.step_size,
-            warmup_steps=chains.warmup_steps,
-        )
-        return arrays
-
-    if cache_dir is None:
-        arrays = run()
-    else:
-        sampler_keys = (  # settings that do not change the draws
-            "progress",
-            "diagnostic_inputs",
-            "sample_chunk",
-            "max_rhat",
-            "min_ess",
-            "max_divergences",
-            "gate",
-        )
-        settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in sampler_keys}
-        settings["chain_method"] = None  # every chain method draws the same chains
-        name = cache.fingerprint(
-            repr(apply_fn),
-            likelihood,
-            x_train,
-            y_train,
-            map_params,
-            prior_precision,
-            settings,
-            jax.random.key_data(key),
-            _SAMPLER_SOURCES,
-        )
-        arrays = cache.load_or_compute(pathlib.Path(cache_dir) / f"mcmc-{name}.npz", run)
-    chains = Chains(
-        positions=cache.arrays_to_tree(arrays, map_params, "positions"),
-        divergent=arrays["divergent"],
-        acceptance_rate=arrays["acceptance_rate"],
-        num_steps=arrays["num_steps"],
-        step_size=arrays["step_size"],
-        warmup_steps=arrays["warmup_steps"],
-    )
     mean, var, ale = predictive_moments(predict, chains.positions, x_eval, config.sample_chunk)
     subset = x_eval[diagnostic_indices(len(x_eval), config.diagnostic_inputs)]
     preds = jax.jit(jax.vmap(jax.vmap(lambda p: predict(p, subset))))(chains.positions)

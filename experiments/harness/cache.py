@@ -1,0 +1,206 @@
+"""Atomic, content-keyed caching of arrays in ``.npz`` files under ``results/``.
+
+A cache entry's name is a hash of exactly what determines it (``fingerprint``): the settings,
+the input data, the PRNG key and the version of the code that computes it (``code_version``),
+never a float another machine computes in other last digits, nor anything holding a memory
+address. Files are written to a temporary name and renamed into place (``gnuq.checkpoint``), so
+an interrupted run leaves either the old state or the complete new file; a file that fails to
+load, or lacks an array it should hold, is reported and recomputed.
+"""
+
+import ast
+import dataclasses
+import hashlib
+import importlib
+import pathlib
+import types
+import warnings
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import jax
+import numpy as np
+
+from gnuq import checkpoint
+from gnuq.baselines import mcmc
+
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "blackjax", "numpy", "scipy")
+_KEYS = "__keys__"  # the names a complete entry holds
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable sha256 of nested dicts, sequences, dataclasses, arrays and scalars."""
+    digest = hashlib.sha256()
+    _feed(digest, parts)
+    return digest.hexdigest()[:20]
+
+
+def code_version(*modules: str | types.ModuleType, libraries: tuple[str, ...] = LIBRARIES) -> str:
+    """A hash of the code of ``modules`` (objects or dotted names; a package counts with every
+    module under it) as the interpreter reads it:
+    comments, docstrings and formatting do not count, so editing them recomputes nothing; and of
+    the versions of ``libraries`` (an upgrade of these can change numbers too). Rendering code
+    belongs in modules outside a unit's list, so a changed caption never recomputes a unit."""
+    digest = hashlib.sha256()
+    for package in libraries:
+        digest.update(f"{package}={metadata.version(package)};".encode())
+    for module in modules:
+        module = importlib.import_module(module) if isinstance(module, str) else module
+        path = pathlib.Path(module.__file__)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for f in files:  # a package: every module in it
+            digest.update(f.name.encode() + normalised_source(f).encode())
+    return digest.hexdigest()[:20]
+
+
+def normalised_source(path: str | pathlib.Path) -> str:
+    """The code of a Python file without its comments, docstrings and layout."""
+    tree = ast.parse(pathlib.Path(path).read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+def _feed(digest, obj: Any) -> None:
+    """Feed ``obj`` unambiguously: every item is tagged with its type and length, so that, for
+    instance, (1, 23) and (12, 3) or {"a": "b"} and {"a:b": ""} never hash alike."""
+
+    def put(tag: str, payload: bytes) -> None:
+        digest.update(f"{tag}:{len(payload)}:".encode() + payload)
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        put("dataclass", type(obj).__name__.encode())
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        put("dict", str(len(obj)).encode())
+        for key in sorted(obj, key=repr):
+            put("key", repr(key).encode())
+            _feed(digest, obj[key])
+    elif isinstance(obj, list | tuple):
+        put("seq", str(len(obj)).encode())
+        for item in obj:
+            _feed(digest, item)
+    elif isinstance(obj, np.ndarray | jax.Array):
+        if isinstance(obj, jax.Array) and jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):
+            obj = jax.random.key_data(obj)
+        arr = np.ascontiguousarray(np.asarray(obj))
+        put("array", f"{arr.dtype}{arr.shape}".encode() + arr.tobytes())
+    elif callable(obj) or " at 0x" in repr(obj):
+        raise TypeError(
+            f"{obj!r} cannot be part of a cache key: its repr names a memory address, so the "
+            "key would differ in every process; key on what defines it (a name, settings)"
+        )
+    else:
+        put(type(obj).__name__, repr(obj).encode())
+
+
+def load_or_compute(
+    path: str | pathlib.Path, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Return the arrays stored at ``path``, or ``compute()`` them and store them atomically."""
+    arrays = load(path)
+    if arrays is None:
+        arrays = {k: np.asarray(v) for k, v in compute().items()}
+        checkpoint.save(path, arrays | {_KEYS: np.asarray(sorted(arrays))})
+    return arrays
+
+
+def load(path: str | pathlib.Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a complete entry at ``path``; None when it is absent, unreadable or lacks
+    an array it was written with (both with a warning that names the file)."""
+    arrays = checkpoint.load(path)
+    if arrays is None:
+        return None
+    names = arrays.pop(_KEYS, None)
+    missing = set() if names is None else set(names.tolist()) - set(arrays)
+    if names is None or missing:
+        warnings.warn(
+            f"cache file {path} is incomplete (missing {sorted(missing) or 'its index'}); "
+            "recomputing",
+            stacklevel=3,
+        )
+        return None
+    return arrays
+
+
+def chains(path: pathlib.Path, template: Any, compute: Callable[[], mcmc.Chains]) -> mcmc.Chains:
+    """Posterior chains cached at ``path`` (``template``: a params pytree of the model)."""
+
+    def as_arrays() -> dict[str, np.ndarray]:
+        c = compute()
+        fields = {f: getattr(c, f) for f in mcmc.Chains._fields if f != "positions"}
+        return checkpoint.tree_to_arrays(c.positions, "positions") | fields
+
+    arrays = load_or_compute(path, as_arrays)
+    try:
+        positions = checkpoint.arrays_to_tree(arrays, template, "positions")
+    except KeyError as err:  # written for a model of another structure
+        warnings.warn(
+            f"cache file {path} does not fit the model ({err}); recomputing", stacklevel=2
+        )
+        path.unlink()
+        return chains(path, template, compute)
+    rest = {f: arrays[f] for f in mcmc.Chains._fields if f != "positions"}
+    return mcmc.Chains(positions=positions, **rest)
+
+
+SAMPLER_SETTINGS_AFTER_DRAWS = (  # McmcConfig fields that do not change the draws
+    "progress",
+    "diagnostic_inputs",
+    "sample_chunk",
+    "max_rhat",
+    "min_ess",
+    "max_divergences",
+    "gate",
+    "chain_method",  # every chain method draws the same chains
+)
+
+
+def reference(
+    cache_dir: pathlib.Path,
+    model_id: Any,
+    key: jax.Array,
+    apply_fn: Callable,
+    likelihood,
+    x_train,
+    y_train,
+    map_params: Any,
+    x_eval,
+    prior_precision: float,
+    config: mcmc.McmcConfig,
+) -> mcmc.Reference:
+    """``gnuq.mcmc.reference`` with its draws cached in ``cache_dir/mcmc-<hash>.npz``. The hash
+    names what determines the draws: ``model_id`` (what defines ``apply_fn``: its architecture,
+    as settings), the likelihood, the data, the MAP, the prior, the sampler settings, the key and
+    the sampler's code."""
+    settings = {
+        k: v for k, v in dataclasses.asdict(config).items() if k not in SAMPLER_SETTINGS_AFTER_DRAWS
+    }
+    name = fingerprint(
+        model_id,
+        (likelihood.name, likelihood.noise_var),
+        x_train,
+        y_train,
+        map_params,
+        prior_precision,
+        settings,
+        key,
+        code_version("gnuq.baselines.mcmc", "gnuq.train", "gnuq.likelihoods", "gnuq.models"),
+    )
+    draws = chains(
+        pathlib.Path(cache_dir) / f"mcmc-{name}.npz",
+        map_params,
+        lambda: mcmc.posterior_chains(
+            key, apply_fn, likelihood, x_train, y_train, map_params, prior_precision, config
+        ),
+    )
+    return mcmc.summarise(apply_fn, likelihood, draws, x_eval, config)
