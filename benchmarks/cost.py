@@ -44,7 +44,8 @@ import matplotlib
 import numpy as np
 
 import gnuq
-from gnuq import laplace, likelihoods, mcmc, models, problems, train
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import laplace, mcmc
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -13,8 +13,9 @@ import jax
 import numpy as np
 
 import gnuq
-from gnuq import laplace, likelihoods, models, problems, train
-from gnuq.curvature import get_path
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import laplace
+from gnuq.baselines.curvature import get_path
 
 
 def main() -> None:

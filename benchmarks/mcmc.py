@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gnuq import likelihoods, mcmc, models, problems, train
+from gnuq import likelihoods, models, problems, train
+from gnuq.baselines import mcmc
 
 
 def main() -> None:
