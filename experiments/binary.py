@@ -1,8 +1,7 @@
 """Binary Linear / XOR / Rings: Tables 5 and 6, Figures 5-8 (see experiments/classification.py)."""
 
-import sys
-
-from experiments.classification import main
+from experiments.classification import BINARY
+from experiments.harness.experiment import run
 
 if __name__ == "__main__":
-    sys.exit(main("binary.toml"))
+    run(BINARY)

@@ -22,28 +22,27 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 import gnuq
 from experiments import scaling_report
-from experiments.harness import cache, config
-from experiments.harness.units import run_units
+from experiments.harness import cache, config, report
+from experiments.harness.experiment import Context, Experiment, run
 from gnuq import likelihoods, models, problems, train
 from gnuq.baselines import mcmc_resumable
 from gnuq.baselines.mcmc import McmcConfig
 from gnuq.baselines.mcmc_resumable import StreamConfig
 from gnuq.train import MapConfig
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 # the code that computes a unit, in every cache key (so a change recomputes, and only then)
-SOURCES = cache.code_version(  # what a unit computes with: changes to it recompute
+CODE = (  # what a unit computes with: a change to it recomputes
     "gnuq.chunking", "gnuq.dense", "gnuq.estimators", "gnuq.likelihoods", "gnuq.baselines.mcmc",
     "gnuq.baselines.mcmc_resumable", "gnuq.models", "gnuq.problems", "gnuq.train",
     sys.modules[__name__],
 )  # fmt: skip
+SOURCES = cache.code_version(*CODE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +106,9 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
 
     start = time.monotonic()
     # everything that determines the chains (the model too: activation, widths, MAP)
+    model_id = ("mlp", problem.input_dim, widths, problem.num_classes, cfg.activation)
     name = cache.fingerprint(
-        repr(model.apply), x, y, fit.params, cfg.map.prior_precision, grid, cfg.mcmc,
+        model_id, x, y, fit.params, cfg.map.prior_precision, grid, cfg.mcmc,
         jax.random.key_data(k_mcmc), SOURCES,
     )  # fmt: skip
     ref = mcmc_resumable.reference(
@@ -131,22 +131,18 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
         f"NUTS: R-hat {d.rhat_max:.3f}, bulk ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
         f"tree depth {d.mean_tree_depth:.1f}, {'ok' if d.ok else 'FAILED the gate'} ({wall:.0f} s)"
     )
-    return arrays | {
-        "sampled": np.asarray(True),
-        "mcmc_epi": np.asarray(ref.epistemic),
-        "mcmc_ale": np.asarray(ref.aleatoric),
-        "sampling_seconds": np.asarray(wall),
-        "gradients": np.asarray(np.sum(ref.chains.num_steps) + np.sum(ref.chains.warmup_steps)),
-        "mean_tree_depth": np.asarray(d.mean_tree_depth),
-        "rhat_max": np.asarray(d.rhat_max),
-        "ess_bulk_min": np.asarray(d.ess_bulk_min),
-        "rhat_params": np.asarray(d.rhat_max_params),
-        "ess_params": np.asarray(d.ess_bulk_min_params),
-        "rhat_predictive": np.asarray(d.rhat_max_predictive),
-        "ess_predictive": np.asarray(d.ess_bulk_min_predictive),
-        "divergences": np.asarray(d.divergences),
-        "ok": np.asarray(d.ok),
-    }
+    return (
+        arrays
+        | report.diagnostic_arrays(d)
+        | {
+            "sampled": np.asarray(True),
+            "mcmc_epi": np.asarray(ref.epistemic),
+            "mcmc_ale": np.asarray(ref.aleatoric),
+            "sampling_seconds": np.asarray(wall),
+            "gradients": np.asarray(np.sum(ref.chains.num_steps) + np.sum(ref.chains.warmup_steps)),
+            "mean_tree_depth": np.asarray(d.mean_tree_depth),
+        }
+    )
 
 
 def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: int = 20) -> float:
@@ -164,35 +160,36 @@ def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: 
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
-    """Run the sweep; outputs go under ``root`` (figures/ and results/)."""
-    cfg, profile, _ = config.cli(Config, ROOT / "configs" / "scaling.toml", argv)
+def compute(cfg: Config, item: tuple[int, int], seed: int, ctx: Context) -> dict:
     # float32 matrix products in full precision on GPUs too (no TF32): the leapfrog gradients
     # must be those of the potential the Metropolis step evaluates
     jax.config.update("jax_default_matmul_precision", "highest")
-    out = root / "figures" / profile / cfg.experiment
-    results = root / "results" / profile / cfg.experiment
-    start = time.monotonic()
-    items = [(f"w{w}-n{n}", (w, n)) for n in cfg.n_train for w in cfg.widths]
-    units = run_units(
-        f"{cfg.experiment} {profile}",
-        items,
-        cfg.seeds,
-        results,
-        # the backend too: whether a size is sampled here depends on this machine's speed
-        (
-            dataclasses.replace(cfg, seeds=(), widths=(), n_train=(), run_missing=True),
-            SOURCES,
-            jax.default_backend(),
-        ),
-        lambda item, seed, log: run_unit(cfg, item, seed, log, results / "chains"),
-        run_missing=cfg.run_missing,
-    )
-    claims = scaling_report.render(cfg, profile, units, out)
-    print("\n".join(claims[2:]))
-    print(f"wrote {out} in {time.monotonic() - start:.0f} s")
-    return 0
+    return run_unit(cfg, item, seed, ctx.log, ctx.work / "chains")
 
+
+def check(cfg: Config) -> None:
+    if not cfg.widths or not cfg.n_train or not cfg.seeds:
+        raise config.ConfigError("scaling: give at least one width, one n_train and one seed")
+    if (task := problems.get(cfg.problem).task) != "categorical":
+        raise config.ConfigError(f"scaling: {cfg.problem!r} is a {task} problem, not a K-class one")
+
+
+EXPERIMENT = Experiment(
+    name="scaling",
+    schema=Config,
+    config_file="scaling.toml",
+    units=lambda cfg: [(f"w{w}-n{n}", (w, n)) for n in cfg.n_train for w in cfg.widths],
+    compute=compute,
+    render=scaling_report.render,
+    code=CODE,
+    # the backend too: whether a size is sampled here depends on this machine's speed
+    unit_settings=lambda cfg: (
+        dataclasses.replace(cfg, seeds=(), widths=(), n_train=(), run_missing=True),
+        jax.default_backend(),
+    ),
+    check=check,
+    description=__doc__.split("\n\n")[0],
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(EXPERIMENT)

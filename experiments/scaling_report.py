@@ -63,16 +63,8 @@ def diagnostics_row(cfg, width: int, seed: int, a: dict) -> dict:
     if not bool(a["sampled"]):
         empty = {"rhat_max": None, "ess_bulk_min": None, "divergences": None, "ok": False}
         return row | empty | {"status": ACCELERATOR}
-    return row | {
+    return report.diagnostics_row(row, a) | {
         "status": "sampled",
-        "rhat_max": float(a["rhat_max"]),
-        "ess_bulk_min": float(a["ess_bulk_min"]),
-        "divergences": int(a["divergences"]),
-        "ok": bool(a["ok"]),
-        "rhat_max_params": float(a["rhat_params"]),
-        "ess_bulk_min_params": float(a["ess_params"]),
-        "rhat_max_predictive": float(a["rhat_predictive"]),
-        "ess_bulk_min_predictive": float(a["ess_predictive"]),
         "mean_tree_depth": float(a["mean_tree_depth"]),
         "sampling_seconds": float(a["sampling_seconds"]),
         "gradients": int(a["gradients"]),

@@ -27,7 +27,6 @@ import dataclasses
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
 from importlib import metadata
 
 import jax
@@ -36,17 +35,16 @@ import numpy as np
 
 import gnuq
 from experiments import text_domains_report
-from experiments.harness import assets, cache, config
-from experiments.harness.units import run_units
+from experiments.harness import assets, config
+from experiments.harness.experiment import ROOT, Context, Experiment, run
 from gnuq import likelihoods, models, train
 from gnuq.baselines import laplace
 from gnuq.chunking import chunked_map
 from gnuq.pretrained import bert, text
 from gnuq.train import FinetuneConfig
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 # the code that computes a unit, in every cache key (so a change recomputes, and only then)
-SOURCES = cache.code_version(  # what a unit computes with: changes to it recompute
+CODE = (  # what a unit computes with: a change to it recomputes
     "experiments.harness.assets", "gnuq.pretrained.bert", "gnuq.chunking",
     "gnuq.baselines.curvature", "gnuq.dense", "gnuq.estimators", "gnuq.baselines.laplace",
     "gnuq.likelihoods",
@@ -210,34 +208,28 @@ def run_unit(cfg: Config, seed: int, log, assets_dir: pathlib.Path, ckpt: pathli
     }
 
 
-def main(argv: Sequence[str] | None = None, root: pathlib.Path = ROOT) -> int:
-    cfg, profile, _ = config.cli(Config, ROOT / "configs" / "text_domains.toml", argv)
-    check(cfg)
-    assets_dir = root / "results" / "assets"
-    work = root / "results" / profile / "text_domains"
-    key_base = (dataclasses.replace(cfg, seeds=()), SOURCES, metadata.version("tokenizers"))
+def compute(cfg: Config, _, seed: int, ctx: Context) -> dict:
+    ckpt = ctx.work / f"finetune-seed{seed}-{ctx.key}.npz"
+    arrays = run_unit(cfg, seed, ctx.log, ctx.results / "assets", ckpt)
+    ckpt.unlink(missing_ok=True)  # the unit's own cache file now holds what counts
+    return arrays
 
-    def compute(_, seed: int, log) -> dict:
-        ckpt = work / f"finetune-seed{seed}-{cache.fingerprint(key_base, seed)}.npz"
-        arrays = run_unit(cfg, seed, log, assets_dir, ckpt)
-        ckpt.unlink(missing_ok=True)  # the unit's own cache file now holds what counts
-        return arrays
 
-    start = time.monotonic()
-    units = run_units(
-        f"text_domains {profile}",
-        [("science-vs-sports", None)],
-        cfg.seeds,
-        work,
-        key_base,
-        compute,
-    )
-    out = root / "figures" / profile / "text_domains"
-    claims = text_domains_report.render(cfg, profile, units, out, root)
-    print("\n".join(claims[2:]))
-    print(f"wrote {out} in {time.monotonic() - start:.0f} s")
-    return 0
-
+EXPERIMENT = Experiment(
+    name="text_domains",
+    schema=Config,
+    config_file="text_domains.toml",
+    units=lambda cfg: [("science-vs-sports", None)],
+    compute=compute,
+    # the claims compare with the committed synthetic proxy-bias results of the same profile
+    render=lambda cfg, profile, units, out: text_domains_report.render(
+        cfg, profile, units, out, ROOT
+    ),
+    code=CODE,
+    unit_settings=lambda cfg: (dataclasses.replace(cfg, seeds=()), metadata.version("tokenizers")),
+    check=check,
+    description=__doc__.split("\n\n")[0],
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(EXPERIMENT)

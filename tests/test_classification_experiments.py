@@ -5,33 +5,44 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from experiments import classification
+from experiments.harness import methods
+from experiments.harness.experiment import main
+from gnuq import problems
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHECKER = ROOT.parent / "shared" / "tools" / "check_results.py"
 
 
-@pytest.mark.parametrize("config", ["binary.toml", "multiclass.toml"])
-def test_smoke_profile_end_to_end(tmp_path, config):
-    assert classification.main(config, ["--profile", "smoke"], root=tmp_path) == 0
-    name = config.removesuffix(".toml")
+@pytest.mark.parametrize("name", ["binary", "multiclass"])
+def test_smoke_profile_end_to_end(tmp_path, name):
+    experiment = {"binary": classification.BINARY, "multiclass": classification.MULTICLASS}[name]
+    assert main(experiment, ["--profile", "smoke"], root=tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / name
     data = json.loads((out / "results.json").read_text())
     assert data["experiment"] == name and data["profile"] == "smoke"
     assert data["records"] and data["diagnostics"]
     for rec in data["records"]:
         assert -1 <= rec["pearson"] <= 1 and -1 <= rec["spearman"] <= 1
-    methods = {(r["quantity"], r["method"]) for r in data["records"]}
-    assert methods == {
-        ("epistemic", "GN"),
-        ("epistemic", "LA"),
-        ("epistemic", "GN-vs-LA"),
-        ("aleatoric", "PE"),
-        ("aleatoric", "LA"),
-        ("aleatoric", "PE-vs-LA"),
-    }
+    found = {(r["quantity"], r["method"]) for r in data["records"]}
+    task = "bernoulli" if name == "binary" else "categorical"
+    registered = {(q, m) for q in methods.QUANTITIES for m in methods.table_columns(task, q)}
+    assert (
+        found
+        == registered
+        >= {
+            ("epistemic", "GN"),
+            ("epistemic", "LA"),
+            ("epistemic", "GN-vs-LA"),
+            ("aleatoric", "PE"),
+            ("aleatoric", "LA"),
+            ("aleatoric", "PE-vs-LA"),
+        }
+    )
     if name == "multiclass":
         assert {r["class"] for r in data["records"]} == {0, 1, 2, 3, "overall"}
     for row in data["diagnostics"]:
@@ -45,5 +56,28 @@ def test_smoke_profile_end_to_end(tmp_path, config):
         )
         assert done.returncode == 0, done.stdout
     # a rerun reads every unit from the cache
-    assert classification.main(config, ["--profile", "smoke"], root=tmp_path) == 0
+    assert main(experiment, ["--profile", "smoke"], root=tmp_path) == 0
     assert json.loads((out / "results.json").read_text())["records"] == data["records"]
+
+
+def test_the_multiclass_tables_take_their_classes_from_the_problem(tmp_path, monkeypatch):
+    """A 3-class toy problem gets rows for classes 0-2 (no empty "class 3") and a decided
+    per-class claim, never one marked from NaN."""
+    monkeypatch.setattr(problems, "_REGISTRY", dict(problems._REGISTRY))  # leave no trace
+
+    @problems.register("three_wedges", task="categorical", num_classes=3, box=((-2, 2), (-2, 2)))
+    def _wedges(key, n):
+        x = jax.random.uniform(key, (n, 2), minval=-1.5, maxval=1.5)
+        angle = jnp.arctan2(x[:, 1], x[:, 0]) + jnp.pi
+        return x, jnp.minimum((angle / (2 * jnp.pi / 3)).astype(int), 2)
+
+    spec = '{name = "three_wedges", label = "Wedges (Softmax)", widths = [], n_train = 60}'
+    argv = ["--profile", "smoke", "--set", f"problems=[{spec}]", "--set", "grid_resolution=8"]
+    out = tmp_path / "out"
+    assert main(classification.MULTICLASS, [*argv, "--out", str(out)], root=tmp_path) == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert {r["class"] for r in records} == {0, 1, 2, "overall"}
+    table = (out / "table8_epistemic.md").read_text()
+    assert "Wedges (Softmax) 2" in table and "Wedges (Softmax) 3" not in table
+    claims = (out / "claims.md").read_text()
+    assert "per-class GN correlations" in claims and "nan" not in claims

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments import classification, gallery
+from experiments import gallery
+from experiments.classification import BINARY
+from experiments.harness.experiment import main
 from gnuq import problems
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -36,15 +38,16 @@ ARGS = [
 ]
 RUN = (
     "import pathlib, sys\n"
-    "from experiments import classification\n"
-    "sys.exit(classification.main('binary.toml', sys.argv[2:], root=pathlib.Path(sys.argv[1])))"
+    "from experiments.classification import BINARY\n"
+    "from experiments.harness.experiment import main\n"
+    "sys.exit(main(BINARY, sys.argv[2:], root=pathlib.Path(sys.argv[1])))"
 )
 
 
 def _start(root: pathlib.Path) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", RUN, str(root), *ARGS],
+        [sys.executable, "-c", RUN, str(root), *ARGS, "--out", str(_out(root))],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,8 +62,12 @@ def _finish(proc: subprocess.Popen) -> str:
     return out
 
 
+def _out(root: pathlib.Path) -> pathlib.Path:
+    return root / "figures" / "smoke" / "binary"
+
+
 def _results(root: pathlib.Path) -> dict:
-    data = json.loads((root / "figures" / "smoke" / "binary" / "results.json").read_text())
+    data = json.loads((_out(root) / "results.json").read_text())
     return {k: v for k, v in data.items() if k != "git_commit"}
 
 
@@ -137,8 +144,10 @@ def test_a_registered_toy_problem_runs_through_the_binary_experiment(tmp_path, m
 
     spec = '{name = "reproduce_stripes", label = "Stripes (LogReg)", widths = [], n_train = 40}'
     argv = ["--profile", "smoke", "--set", f"problems=[{spec}]", "--set", "grid_resolution=8"]
-    assert classification.main("binary.toml", argv, root=tmp_path) == 0
-    out = tmp_path / "figures" / "smoke" / "binary"
+    assert main(BINARY, argv, root=tmp_path) == 0
+    # a user's settings never write into the committed figures/: results/custom instead
+    assert not (tmp_path / "figures").exists()
+    out = tmp_path / "results" / "custom" / "smoke" / "binary"
     records = json.loads((out / "results.json").read_text())["records"]
     assert {r["problem"] for r in records} == {"reproduce_stripes"}
     assert (out / "maps_reproduce_stripes.png").exists()

@@ -8,13 +8,20 @@ import sys
 import pytest
 
 from experiments import scaling, scaling_report
+from experiments.harness.experiment import main
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
 
 
+def _run(argv: list[str], root: pathlib.Path) -> int:
+    """The sweep with its outputs in ``root/figures/smoke/scaling`` also under ``--set``."""
+    out = root / "figures" / "smoke" / "scaling"
+    return main(scaling.EXPERIMENT, [*argv, "--out", str(out)], root=root)
+
+
 @pytest.mark.filterwarnings("ignore:MCMC reference failed its gate")  # smoke chains are short
 def test_smoke_profile_end_to_end(tmp_path):
-    assert scaling.main(["--profile", "smoke"], root=tmp_path) == 0
+    assert _run(["--profile", "smoke"], tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / "scaling"
     data = json.loads((out / "results.json").read_text())
     assert {(r["quantity"], r["method"]) for r in data["records"]} == {
@@ -36,11 +43,11 @@ def test_smoke_profile_end_to_end(tmp_path):
         )
         assert done.returncode == 0, done.stdout
     # a rerun reads every unit from the cache
-    assert scaling.main(["--profile", "smoke"], root=tmp_path) == 0
+    assert _run(["--profile", "smoke"], tmp_path) == 0
     assert json.loads((out / "results.json").read_text())["records"] == data["records"]
     # render from the cache alone: a width never computed is listed, not sampled
     argv = ["--profile", "smoke", "--set", "run_missing=false", "--set", "widths=[0, 4, 6]"]
-    assert scaling.main(argv, root=tmp_path) == 0
+    assert _run(argv, tmp_path) == 0
     assert json.loads((out / "results.json").read_text())["records"] == data["records"]
     assert "| MLP(6,6) | 88 | 30 |" in (out / "table10.md").read_text()
     assert "not run yet" in (out / "table10.md").read_text()
@@ -48,7 +55,7 @@ def test_smoke_profile_end_to_end(tmp_path):
 
 def test_sizes_over_budget_are_reported_not_sampled(tmp_path):
     argv = ["--profile", "smoke", "--set", "max_hours_per_chain=0", "--set", "widths=[4]"]
-    assert scaling.main(argv, root=tmp_path) == 0
+    assert _run(argv, tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / "scaling"
     data = json.loads((out / "results.json").read_text())
     assert data["records"] == []

@@ -12,13 +12,14 @@ import pytest
 
 from experiments import text_domains
 from experiments.harness import assets, config
+from experiments.harness.experiment import main
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
 
 
 def test_smoke_pipeline(text_assets):
     root = text_assets
-    assert text_domains.main(["--profile", "smoke"], root=root) == 0
+    assert main(text_domains.EXPERIMENT, ["--profile", "smoke"], root=root) == 0
     out = root / "figures" / "smoke" / "text_domains"
     data = json.loads((out / "results.json").read_text())
     ratios = {r["method"]: r["value"] for r in data["records"] if r["quantity"] == "domain_ratio"}
@@ -40,7 +41,7 @@ def test_smoke_pipeline(text_assets):
         assert done.returncode == 0, done.stdout
     # a second run reads every unit from the cache: identical records
     before = data["records"]
-    assert text_domains.main(["--profile", "smoke"], root=root) == 0
+    assert main(text_domains.EXPERIMENT, ["--profile", "smoke"], root=root) == 0
     assert json.loads((out / "results.json").read_text())["records"] == before
     assert not list((root / "results" / "smoke" / "text_domains").glob("finetune-*"))
 

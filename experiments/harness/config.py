@@ -94,14 +94,25 @@ def build(schema: type[T], data: dict, source: str, prefix: str = "") -> T:
 
 
 def cli(
-    schema: type[T], default_path: str | pathlib.Path, argv: Sequence[str] | None = None
+    schema: type[T],
+    default_path: str | pathlib.Path,
+    argv: Sequence[str] | None = None,
+    description: str = "",
 ) -> tuple[T, str, argparse.Namespace]:
-    """Parse ``--profile``, ``--config`` and repeated ``--set`` into a config of ``schema``.
+    """Parse ``--profile``, ``--config``, repeated ``--set``, ``--import`` and ``--out`` into a
+    config of ``schema``; ``--help`` lists every config key with its type and default.
 
     ``--import MODULE`` (repeatable) imports a module of the user's first, e.g. one that
     registers a toy problem with ``gnuq.problems.register``, so a setting can name it.
+    ``args.custom`` is true when anything but the profile chose the settings (``--set``,
+    ``--import``, ``--config``): such a run is not the paper's, and writes outside ``figures/``.
     """
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="config keys (TOML tables as dotted names; --set KEY=VALUE overrides one):\n"
+        + "\n".join(f"  {line}" for line in schema_lines(schema)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--profile", default="quick", help=f"one of {PROFILES} (default: quick)")
     parser.add_argument("--config", default=str(default_path), help="TOML config file")
     parser.add_argument(
@@ -115,7 +126,16 @@ def cli(
         metavar="MODULE",
         help="import a module first (one that registers problems), repeatable",
     )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where tables, figures and results.json go (default: figures/<profile>/<experiment> "
+        "for the profile as committed; results/custom/<profile>/<experiment> when --set, "
+        "--import or --config changed it)",
+    )
     args = parser.parse_args(argv)
+    if args.profile not in PROFILES:
+        raise ConfigError(f"--profile {args.profile!r}: choose one of {PROFILES}")
     for module in args.imports:
         try:
             importlib.import_module(module)
@@ -126,7 +146,29 @@ def cli(
                 f"--import {module}: {err} (give a module name importable from the current "
                 "directory, e.g. my_problems for ./my_problems.py)"
             ) from err
+    args.custom = bool(args.set or args.imports or args.config != str(default_path))
     return load(args.config, schema, args.profile, args.set), args.profile, args
+
+
+def schema_lines(schema: type, prefix: str = "") -> list[str]:
+    """``key: type = default`` for every field of ``schema``, nested tables as dotted keys."""
+    lines = []
+    hints = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            lines += schema_lines(hint, f"{prefix}{field.name}.")
+            continue
+        if field.default is not dataclasses.MISSING:
+            default = f" = {field.default!r}"
+        elif field.default_factory is not dataclasses.MISSING:
+            default = f" = {field.default_factory()!r}"
+        else:
+            default = " (required)"
+        plain = not typing.get_args(hint) and hasattr(hint, "__name__")
+        name = hint.__name__ if plain else str(hint).replace("typing.", "")
+        lines.append(f"{prefix}{field.name}: {name}{default}")
+    return lines
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -267,3 +267,70 @@ def save_figure(fig, stem: pathlib.Path) -> None:
     fig.savefig(stem.with_suffix(".png"), dpi=110)
     fig.savefig(stem.with_suffix(".pdf"), metadata=PDF_METADATA)
     plt.close(fig)
+
+
+def model_name(widths: Sequence[int]) -> str:
+    """How records and tables name a model: ``GLM`` (no hidden layer) or ``MLP(16,16)``."""
+    return "MLP" + str(tuple(widths)).replace(" ", "").replace(",)", ")") if widths else "GLM"
+
+
+def diagnostic_arrays(d) -> dict[str, np.ndarray]:
+    """A reference's ``gnuq.mcmc.Diagnostics`` as unit arrays (``diagnostics_row`` reads them)."""
+    return {f"diagnostics/{k}": np.asarray(getattr(d, k)) for k in DIAGNOSTIC_FIELDS}
+
+
+DIAGNOSTIC_FIELDS = (
+    "rhat_max",
+    "ess_bulk_min",
+    "divergences",
+    "ok",
+    "rhat_max_params",
+    "ess_bulk_min_params",
+    "rhat_max_predictive",
+    "ess_bulk_min_predictive",
+)
+
+
+def diagnostics_row(base: dict, arrays: dict) -> dict:
+    """One row of the results' ``diagnostics`` table (DESIGN.md) from a unit's arrays."""
+    row = dict(base)
+    for k in DIAGNOSTIC_FIELDS:
+        v = arrays[f"diagnostics/{k}"]
+        row[k] = bool(v) if k == "ok" else int(v) if k == "divergences" else float(v)
+    return row
+
+
+def diagnostics_table(diagnostics: Sequence[dict], mcmc) -> tuple[str, str]:
+    """The reference diagnostics of every unit, with the gate's thresholds in the caption."""
+    body = [
+        [
+            d["problem"],
+            d["model"],
+            d["seed"],
+            f"{d['rhat_max_predictive']:.3f}",
+            f"{d['ess_bulk_min_predictive']:.0f}",
+            f"{d['rhat_max_params']:.3f}",
+            f"{d['ess_bulk_min_params']:.0f}",
+            d["divergences"],
+            "ok" if d["ok"] else "**failed**",
+        ]
+        for d in diagnostics
+    ]
+    header = [
+        "problem",
+        "model",
+        "seed",
+        "R-hat (predictions)",
+        "ESS (predictions)",
+        "R-hat (parameters)",
+        "ESS (parameters)",
+        "divergences",
+        "gate",
+    ]
+    return rows_table(
+        header,
+        body,
+        f"NUTS reference diagnostics (gate on the {mcmc.gate} quantities: R-hat <= "
+        f"{mcmc.max_rhat}, bulk ESS >= {mcmc.min_ess:.0f}, divergences <= "
+        f"{mcmc.max_divergences})",
+    )

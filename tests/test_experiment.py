@@ -1,0 +1,111 @@
+"""The shape every experiment shares: where outputs go, a failed run that leaves them intact,
+settings refused before anything is computed, and a command line that documents itself."""
+
+import pathlib
+
+import pytest
+
+from experiments import classification, proxy_bias, regression, scaling
+from experiments.harness import config, methods
+from experiments.harness.experiment import main, output_dir, publish
+
+
+def test_a_failed_rendering_leaves_the_previous_outputs(tmp_path):
+    out = tmp_path / "figures" / "quick" / "binary"
+    out.mkdir(parents=True)
+    (out / "results.json").write_text("previous")
+
+    def broken(scratch: pathlib.Path) -> list[str]:
+        (scratch / "results.json").write_text("half")
+        raise RuntimeError("rendering failed")
+
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        publish(out, broken)
+    assert (out / "results.json").read_text() == "previous"
+    assert [p.name for p in out.parent.iterdir()] == ["binary"]  # no scratch left behind
+
+    def fine(scratch: pathlib.Path) -> list[str]:
+        (scratch / "results.json").write_text("new")
+        (scratch / "sub").mkdir()
+        (scratch / "sub" / "x.md").write_text("x")
+        return ["claims"]
+
+    assert publish(out, fine) == ["claims"]
+    assert (out / "results.json").read_text() == "new" and (out / "sub" / "x.md").exists()
+
+
+def test_outputs_go_to_figures_only_for_the_profile_as_committed(tmp_path):
+    _, _, plain = config.cli(regression.Config, config_path("regression"), ["--profile", "smoke"])
+    assert output_dir(tmp_path, "smoke", "regression", plain) == (
+        tmp_path / "figures" / "smoke" / "regression"
+    )
+    for extra in (["--set", "seeds=[3]"], ["--import", "json"]):
+        _, _, args = config.cli(
+            regression.Config, config_path("regression"), ["--profile", "smoke", *extra]
+        )
+        assert output_dir(tmp_path, "smoke", "regression", args) == (
+            tmp_path / "results" / "custom" / "smoke" / "regression"
+        )
+    _, _, args = config.cli(
+        regression.Config, config_path("regression"), ["--out", str(tmp_path / "mine")]
+    )
+    assert output_dir(tmp_path, "quick", "regression", args) == tmp_path / "mine"
+
+
+def config_path(name: str) -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.toml"
+
+
+@pytest.mark.parametrize(
+    ("experiment", "setting", "message"),
+    [
+        (classification.BINARY, "experiment=binry", "experiment .* must be one of"),
+        (classification.BINARY, "seeds=[]", "at least one problem and one seed"),
+        (classification.BINARY, "problems=[]", "at least one problem and one seed"),
+        (
+            classification.BINARY,
+            'problems=[{name = "linear_1d", label = "x", widths = [], n_train = 5}]',
+            "gaussian problem",
+        ),
+        (
+            regression.EXPERIMENT,
+            'problems=[{name = "xor", label = "x", widths = [], n_train = 5}]',
+            "not a regression one",
+        ),
+        (proxy_bias.EXPERIMENT, "labels=[]", "labels must name every problem"),
+        (scaling.EXPERIMENT, "widths=[]", "at least one width"),
+        (classification.BINARY, "mcmc.num_sample=3", "unknown config key"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_any_computation(
+    tmp_path, experiment, setting, message
+):
+    with pytest.raises(config.ConfigError, match=message):
+        main(experiment, ["--profile", "smoke", "--set", setting], root=tmp_path)
+    assert not (tmp_path / "results").exists()  # nothing computed, nothing cached
+
+
+def test_help_lists_every_config_key_with_its_type_and_default(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(classification.BINARY, ["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for line in (
+        "grid_resolution: int (required)",
+        "la_samples: int = 1000",
+        "mcmc.num_samples: int = 1000",
+        "map.prior_precision: float",
+        "--out DIR",
+        "results/custom",
+    ):
+        assert line in text, line
+
+
+def test_a_registered_method_fills_every_applicable_table():
+    for task in ("bernoulli", "categorical", "gaussian"):
+        columns = methods.table_columns(task, "epistemic")
+        assert columns[0] == "GN"  # the paper's estimator first
+        others = [m.name for m in methods.applicable(task, "epistemic") if not m.point]
+        assert [f"GN-vs-{m}" for m in others] == columns[-len(others) :]
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register("GN", "epistemic", ("bernoulli",))(lambda fit: None)
