@@ -196,3 +196,11 @@ def records(task: str, arrays: dict[str, np.ndarray], base: dict) -> list[dict]:
                     | {"pearson": r, "spearman": rho}
                 )
     return out
+
+
+@register("LA diag", "epistemic", (*CLASSIFICATION, "gaussian"))
+def la_diag_epistemic(fit: Fit) -> np.ndarray:
+    """g^T (diag(GGN) + lambda I)^-1 g: the diagonal Laplace approximation the paper names as the
+    closest widely used alternative to the identity (Sec. 3.1)."""
+    post = _posterior(fit, "diag")
+    return laplace.linearised_epistemic(fit.apply, fit.params, fit.grid, fit.likelihood, post)
