@@ -1,7 +1,10 @@
 """The shape every experiment shares: where outputs go, a failed run that leaves them intact,
 settings refused before anything is computed, and a command line that documents itself."""
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -109,3 +112,17 @@ def test_a_registered_method_fills_every_applicable_table():
         assert [f"GN-vs-{m}" for m in others] == columns[-len(others) :]
     with pytest.raises(ValueError, match="already registered"):
         methods.register("GN", "epistemic", ("bernoulli",))(lambda fit: None)
+
+
+def test_the_experiments_run_from_any_directory(tmp_path):
+    """After ``pip install -e .`` (``make test`` does it) a user's own directory will do."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.regression", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "grid_points: int" in done.stdout
