@@ -86,7 +86,7 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
     start = time.monotonic()
     ref = cache.reference(
         ctx.results / "mcmc",
-        ("mlp", problem.input_dim, spec.widths, outputs, cfg.activation),
+        ("classification", spec, cfg.activation, cfg.map, seed),  # model, data and MAP
         k_mcmc,
         model.apply,
         lik,

@@ -70,9 +70,9 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
     lam = cfg.map.prior_precision
     fit = train.fit_map(model.apply, lik, model.params, x, y, cfg.map)
     start = time.monotonic()
-    model_id = ("mlp", 1, spec.widths, 1, cfg.activation)
+    identity = ("regression", spec, cfg.activation, cfg.map, seed)  # model, data and MAP
     ref = cache.reference(
-        ctx.results / "mcmc", model_id, k_mcmc, model.apply, lik, x, y, fit.params, grid, lam,
+        ctx.results / "mcmc", identity, k_mcmc, model.apply, lik, x, y, fit.params, grid, lam,
         cfg.mcmc,
     )  # fmt: skip
     d = ref.diagnostics

@@ -106,10 +106,10 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
 
     start = time.monotonic()
     # everything that determines the chains (the model too: activation, widths, MAP)
-    model_id = ("mlp", problem.input_dim, widths, problem.num_classes, cfg.activation)
+    # what determines the chains, as settings (another CPU's MAP differs in its last digits)
     name = cache.fingerprint(
-        model_id, x, y, fit.params, cfg.map.prior_precision, grid, cfg.mcmc,
-        jax.random.key_data(k_mcmc), SOURCES,
+        cfg.problem, width, n_train, seed, cfg.activation, cfg.map, cfg.grid_resolution,
+        cfg.mcmc, cfg.stream, SOURCES,
     )  # fmt: skip
     ref = mcmc_resumable.reference(
         k_mcmc,

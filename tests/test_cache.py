@@ -105,7 +105,7 @@ def test_cached_reference_reloads_and_recovers_from_a_corrupt_file(tmp_path, mon
 
     def run():
         return cache.reference(
-            tmp_path, ("linear",), jax.random.key(5), m.apply, lik, x, y, m.params, p.grid(5),
+            tmp_path, ("linear", 20, 0), jax.random.key(5), m.apply, lik, x, y, m.params, p.grid(5),
             1.0, cfg,
         )  # fmt: skip
 

@@ -167,7 +167,7 @@ SAMPLER_SETTINGS_AFTER_DRAWS = (  # McmcConfig fields that do not change the dra
 
 def reference(
     cache_dir: pathlib.Path,
-    model_id: Any,
+    identity: Any,
     key: jax.Array,
     apply_fn: Callable,
     likelihood,
@@ -178,23 +178,26 @@ def reference(
     prior_precision: float,
     config: mcmc.McmcConfig,
 ) -> mcmc.Reference:
-    """``gnuq.mcmc.reference`` with its draws cached in ``cache_dir/mcmc-<hash>.npz``. The hash
-    names what determines the draws: ``model_id`` (what defines ``apply_fn``: its architecture,
-    as settings), the likelihood, the data, the MAP, the prior, the sampler settings, the key and
-    the sampler's code."""
+    """``gnuq.mcmc.reference`` with its draws cached in ``cache_dir/mcmc-<hash>.npz``.
+
+    The hash names what determines the draws as settings, never as arrays a machine computed
+    (another CPU's MAP differs in its last digits, and the key must not): ``identity`` describes
+    the model, the training data and the MAP (the problem, its knobs and size, the architecture,
+    the MAP settings, the seed), beside the likelihood, the prior, the sampler settings, the
+    PRNG key and the code of the sampler, the MAP and the models.
+    """
     settings = {
         k: v for k, v in dataclasses.asdict(config).items() if k not in SAMPLER_SETTINGS_AFTER_DRAWS
     }
     name = fingerprint(
-        model_id,
+        identity,
         (likelihood.name, likelihood.noise_var),
-        x_train,
-        y_train,
-        map_params,
         prior_precision,
         settings,
         key,
-        code_version("gnuq.baselines.mcmc", "gnuq.train", "gnuq.likelihoods", "gnuq.models"),
+        code_version(
+            "gnuq.baselines.mcmc", "gnuq.train", "gnuq.likelihoods", "gnuq.models", "gnuq.problems"
+        ),
     )
     draws = chains(
         pathlib.Path(cache_dir) / f"mcmc-{name}.npz",
