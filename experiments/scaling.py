@@ -41,7 +41,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # the code that computes a unit, in every cache key (so a change recomputes, and only then)
 SOURCES = cache.code_version(  # what a unit computes with: changes to it recompute
     "gnuq.chunking", "gnuq.dense", "gnuq.estimators", "gnuq.likelihoods", "gnuq.baselines.mcmc",
-    "gnuq.baselines.mcmc_resumable", "gnuq.models", "gnuq.problems", "gnuq.train",
+    "gnuq.baselines.mcmc_resumable", "gnuq.baselines.sampler", "gnuq.baselines.moments",
+    "gnuq.baselines.diagnostics", "gnuq.models", "gnuq.problems", "gnuq.train",
     sys.modules[__name__],
 )  # fmt: skip
 

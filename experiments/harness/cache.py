@@ -194,7 +194,13 @@ def reference(
         prior_precision,
         settings,
         key,
-        code_version("gnuq.baselines.mcmc", "gnuq.train", "gnuq.likelihoods", "gnuq.models"),
+        code_version(
+            "gnuq.baselines.mcmc",
+            "gnuq.baselines.sampler",
+            "gnuq.train",
+            "gnuq.likelihoods",
+            "gnuq.models",
+        ),
     )
     draws = chains(
         pathlib.Path(cache_dir) / f"mcmc-{name}.npz",
