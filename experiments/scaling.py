@@ -39,7 +39,8 @@ from gnuq.train import MapConfig
 # the code that computes a unit, in every cache key (so a change recomputes, and only then)
 CODE = (  # what a unit computes with: a change to it recomputes
     "gnuq.chunking", "gnuq.dense", "gnuq.estimators", "gnuq.likelihoods", "gnuq.baselines.mcmc",
-    "gnuq.baselines.mcmc_resumable", "gnuq.models", "gnuq.problems", "gnuq.train",
+    "gnuq.baselines.mcmc_resumable", "gnuq.baselines.sampler", "gnuq.baselines.moments",
+    "gnuq.baselines.diagnostics", "gnuq.models", "gnuq.problems", "gnuq.train",
     sys.modules[__name__],
 )  # fmt: skip
 SOURCES = cache.code_version(*CODE)

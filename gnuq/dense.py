@@ -1,15 +1,24 @@
-"""Finding a model's ``flax.linen.Dense`` layers, their inputs and pre-activation gradients.
+"""Everything about a model's ``flax.linen.Dense`` layers that the dense identity needs.
 
 ``tapped_apply`` runs any ``apply(params, x)`` under a method interceptor that records every Dense
 layer's input and adds a zero "tap" to its output: the gradient w.r.t. a tap is the gradient
-w.r.t. that layer's pre-activation. The estimator's dense identity and KFAC both build on it.
+w.r.t. that layer's pre-activation. ``layer_backward`` turns that into every layer's inputs and
+pre-activation gradients from one batched backward pass per output; the estimator's dense
+identity, KFAC and the Laplace dense path all build on it, and ``resolve_method`` is the one rule
+for when they apply. The remaining helpers locate a Dense layer's parameters in the params tree
+and view them as one matrix.
 """
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gnuq.types import ApplyFn, Array, Params
+
+METHODS = ("auto", "dense", "vmap")
 
 
 def tapped_apply(apply_fn: ApplyFn, params: Params, x: Array, taps: list[Array] | None):
@@ -32,6 +41,42 @@ def tapped_apply(apply_fn: ApplyFn, params: Params, x: Array, taps: list[Array] 
     with nn.intercept_methods(interceptor):
         out = apply_fn(params, x)
     return out, inputs, layers
+
+
+def layer_backward(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    head: Callable[[Array], Array],
+    cotangents: Callable[[Array], Array],
+) -> tuple[Array, list[Array], list[Array], list]:
+    """Every Dense layer's inputs and pre-activation gradients, from batched backward passes.
+
+    With ``out = head(apply_fn(params, x)) [N, K]`` and ``cot = cotangents(out) [K', N, K]``,
+    returns ``(out, inputs, deltas, layers)`` in call order: ``inputs[l] [N, d_in]`` and
+    ``deltas[l] [K', N, d_out]``, ``deltas[l][k, n]`` = d <cot[k, n], out[n]> / d z_l(x_n), the
+    gradient w.r.t. the layer's pre-activation z_l. Example n's weight gradient of that
+    scalar is then the outer product ``[inputs[l][n], 1] deltas[l][k, n]^T`` (bias as the last
+    row, as in ``stack_dense``): one backward pass per k serves every example at once, because
+    example n's output depends only on example n's pre-activations.
+    """
+    _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced for the layer widths only
+    taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
+
+    def outputs(t: list[Array]) -> tuple[Array, list[Array]]:
+        raw, inputs, _ = tapped_apply(apply_fn, params, x, t)
+        return head(raw), inputs
+
+    out, vjp_fn, inputs = jax.vjp(outputs, taps, has_aux=True)
+    (deltas,) = jax.vmap(vjp_fn)(cotangents(out))
+    return out, inputs, deltas, layers
+
+
+def output_basis(out: Array) -> Array:
+    """``[K, N, K]`` cotangents e_k at every example: ``layer_backward`` then gives the
+    pre-activation gradients of each output k separately."""
+    k = out.shape[1]
+    return jnp.broadcast_to(jnp.eye(k, dtype=out.dtype)[:, None, :], (k, *out.shape))
 
 
 def dense_layers(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[list, list]:
@@ -73,3 +118,63 @@ def dense_obstacle(apply_fn: ApplyFn, params: Params, x: Array) -> str | None:
             "Dense layers, or a Dense layer applied more than once)"
         )
     return None
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def resolve_method(
+    apply_fn: ApplyFn, params: Params, x: Array, method: str, other_obstacle: str | None = None
+) -> str:
+    """``"dense"`` or ``"vmap"`` for ``method`` in ``METHODS``: ``"auto"`` takes dense where it
+    applies, and ``"dense"`` where it does not raises with the reason. ``other_obstacle`` is a
+    caller's own reason against dense (the Laplace path needs a layer-wise posterior too)."""
+    check_method(method)
+    if method == "vmap":
+        return method
+    reason = other_obstacle or dense_obstacle(apply_fn, params, x)
+    if reason is None:
+        return "dense"
+    if method == "dense":
+        raise ValueError(f"method='dense' does not apply: {reason}. Use method='vmap'.")
+    return "vmap"
+
+
+# ---------------------------------------------------------------------------------------------
+# a Dense layer's parameters in the params tree
+
+
+def get_path(tree, path: tuple[str, ...]):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def set_path(tree, path: tuple[str, ...], value):
+    """A copy of ``tree`` with the sub-tree at ``path`` replaced by ``value``."""
+    if not path:
+        return value
+    out = dict(tree)
+    out[path[0]] = set_path(tree[path[0]], path[1:], value)
+    return type(tree)(out) if not isinstance(tree, dict) else out
+
+
+def stack_dense(layer: dict, use_bias: bool) -> Array:
+    """Dense params as one ``[d_in (+1), d_out]`` matrix, bias as the last row."""
+    if use_bias:
+        return jnp.concatenate([layer["kernel"], layer["bias"][None]], axis=0)
+    return layer["kernel"]
+
+
+def unstack_dense(M: Array, use_bias: bool) -> dict:
+    return {"kernel": M[:-1], "bias": M[-1]} if use_bias else {"kernel": M}
+
+
+def with_bias_input(a: Array, use_bias: bool) -> Array:
+    """Layer inputs ``[N, d_in]`` with a column of ones appended for the bias (as in
+    ``stack_dense``), so that the weight gradient is the outer product ``a delta^T``."""
+    if use_bias:
+        return jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
+    return a

@@ -29,10 +29,9 @@ import numpy as np
 
 from gnuq import likelihoods
 from gnuq.chunking import chunked_map
-from gnuq.dense import dense_obstacle, tapped_apply
+from gnuq.dense import dense_obstacle, layer_backward, output_basis, resolve_method
 from gnuq.types import ApplyFn, Array, Params
 
-METHODS = ("auto", "dense", "vmap")
 DEFAULT_CHUNK = {"dense": 2048, "vmap": 16}
 
 
@@ -113,22 +112,6 @@ def squared_grad_norms(
     x = _check_batch(apply_fn, params, x, lik)
     method = resolve_method(apply_fn, params, x, method)
     return _compiled(apply_fn, lik, method, chunk_size or DEFAULT_CHUNK[method])(params, x)[0]
-
-
-def resolve_method(apply_fn: ApplyFn, params: Params, x: Array, method: str) -> str:
-    """Return ``"dense"`` or ``"vmap"``; ``"dense"`` on a model it cannot serve raises."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if method == "vmap":
-        return method
-    reason = dense_obstacle(apply_fn, params, x)
-    if reason is None:
-        return "dense"
-    if method == "dense":
-        raise ValueError(
-            f"method='dense' does not apply to this model: {reason}. Use method='vmap'."
-        )
-    return "vmap"
 
 
 def dense_applies(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
@@ -269,22 +252,11 @@ def _vmap_sq_norms(f: Callable, params: Params, examples, chunk: int) -> Array:
 def _dense_chunk(
     apply_fn: ApplyFn, lik: likelihoods.Likelihood, params: Params, x: Array
 ) -> tuple[Array, Array]:
-    """Squared gradient norms ``[n, K]`` and predictions ``[n, K]`` for one chunk."""
-    _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced only for the layer widths
-    taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
-
-    def predict(t: list[Array]) -> tuple[Array, list[Array]]:
-        out, inputs, _ = tapped_apply(apply_fn, params, x, t)
-        return lik.predict(out), inputs
-
-    pred, vjp_fn, inputs = jax.vjp(predict, taps, has_aux=True)
-    k = pred.shape[1]
-    # one cotangent per output k: d sum_n pred[n, k] / d taps gives every example's delta at once,
-    # because example n's prediction depends only on example n's pre-activations
-    cotangents = jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, *pred.shape))
-    (deltas,) = jax.vmap(vjp_fn)(cotangents)  # list of [K, n, features]
+    """Squared gradient norms ``[n, K]`` and predictions ``[n, K]`` for one chunk:
+    sum_layers (||a||^2 + 1) ||delta_k||^2 with every delta_k from ``layer_backward``."""
+    pred, inputs, deltas, layers = layer_backward(apply_fn, params, x, lik.predict, output_basis)
     sq = 0.0
-    for a, d, layer in zip(inputs, deltas, layers, strict=True):
+    for a, d, layer in zip(inputs, deltas, layers, strict=True):  # d [K, n, features]
         a_sq = jnp.sum(a.astype(pred.dtype) ** 2, axis=-1) + (1.0 if layer.use_bias else 0.0)
         sq = sq + a_sq[None, :] * jnp.sum(d**2, axis=-1)
     return sq.T, pred

@@ -86,7 +86,7 @@ def test_linearised_epistemic_uses_the_estimators_gradients():
     with jax.enable_x64(True):
         m, x, _, lik = _small_problem()
         zero = jnp.zeros(models.count_params(m.params), jnp.float64)
-        post = laplace.posterior(curvature.Curvature("ggn", "diag", diagonal=zero), m.params, 1.0)
+        post = laplace.posterior(curvature.Diagonal("ggn", zero), m.params, 1.0)
         la = laplace.linearised_epistemic(m.apply, m.params, x, lik, post, chunk_size=7)
         gn = gnuq.squared_grad_norms(m.apply, m.params, x, likelihood="bernoulli")
         np.testing.assert_allclose(la, gn, rtol=1e-10)
@@ -169,9 +169,7 @@ def test_dense_linearised_epistemic_refuses_what_it_cannot_serve():
             return jnp.tanh(xx @ p["w"]) @ p["v"]
 
         params = {"w": jnp.ones((2, 3)) / 3, "v": jnp.ones((3, 1))}
-        diag = laplace.posterior(
-            curvature.Curvature("ggn", "diag", diagonal=jnp.ones(9)), params, 1.0
-        )
+        diag = laplace.posterior(curvature.Diagonal("ggn", jnp.ones(9)), params, 1.0)
         with pytest.raises(ValueError, match="calls no flax"):
             laplace.linearised_epistemic(plain, params, x, lik, diag, method="dense")
         gn = gnuq.squared_grad_norms(plain, params, x, likelihood="bernoulli")

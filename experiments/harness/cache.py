@@ -196,7 +196,12 @@ def reference(
         settings,
         key,
         code_version(
-            "gnuq.baselines.mcmc", "gnuq.train", "gnuq.likelihoods", "gnuq.models", "gnuq.problems"
+            "gnuq.baselines.mcmc",
+            "gnuq.baselines.sampler",
+            "gnuq.train",
+            "gnuq.likelihoods",
+            "gnuq.models",
+            "gnuq.problems",
         ),
     )
     draws = chains(

@@ -17,43 +17,34 @@ in four structures:
                 gradient w.r.t. the layer's pre-activation of the k-th column of Lambda_n^(1/2) J_n
                 (ggn) or of l_n (ef). Exact for one example; an approximation otherwise.
 
-The GGN and the empirical Fisher are positive semi-definite; the Hessian need not be (see
-``laplace.posterior`` for what happens then). Flat parameter vectors follow ``ravel_pytree``.
+Each structure is a small object (``gnuq.baselines.structures``: ``Full``, ``Diagonal``,
+``Kron``) that knows its dense form and its posterior covariance (C + lambda I)^-1; ``curvature``
+is the one place that maps a ``structure`` name to how it is computed. The GGN and the empirical
+Fisher are positive semi-definite; the Hessian need not be (see ``laplace.posterior`` for what
+happens then). Flat parameter vectors follow ``ravel_pytree``.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gnuq import likelihoods
+from gnuq.baselines.structures import Curvature, Diagonal, Full, Kron, KronFactor
 from gnuq.chunking import chunked_sum
-from gnuq.dense import dense_layers, dense_obstacle, tapped_apply
+from gnuq.dense import (
+    dense_layers,
+    dense_obstacle,
+    get_path,
+    layer_backward,
+    set_path,
+    with_bias_input,
+)
 from gnuq.types import ApplyFn, Array, Params
 
 KINDS = ("hessian", "ggn", "ef")
-STRUCTURES = ("full", "diag", "last_layer", "kfac")
 MAX_FULL_PARAMS = 20_000
-
-
-class KronFactor(NamedTuple):
-    """One Dense layer's Kronecker factors; ``path`` locates it in the params pytree."""
-
-    path: tuple[str, ...]
-    A: Array  # [d_in (+1 with bias), d_in (+1)]
-    B: Array  # [d_out, d_out]
-    use_bias: bool
-
-
-class Curvature(NamedTuple):
-    kind: str
-    structure: str
-    matrix: Array | None = None  # full, last_layer: [P, P] over the flat (sub-)parameters
-    diagonal: Array | None = None  # diag: [P]
-    factors: tuple[KronFactor, ...] = ()  # kfac
-    path: tuple[str, ...] | None = None  # last_layer: where the layer's params sit
 
 
 def curvature(
@@ -69,65 +60,65 @@ def curvature(
     chunk_size: int = 128,
     max_full_params: int = MAX_FULL_PARAMS,
 ) -> Curvature:
-    """The ``kind`` curvature of the summed NLL over the (masked) data, in ``structure`` form."""
+    """The ``kind`` curvature of the summed NLL over the (masked) data, in ``structure`` form
+    (one of ``STRUCTURES``: a ``Full``, ``Diagonal`` or ``Kron`` object)."""
     if kind not in KINDS:
         raise ValueError(f"unknown curvature kind {kind!r}; choose one of {KINDS}")
     if structure not in STRUCTURES:
-        raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
+        raise ValueError(f"unknown structure {structure!r}; choose one of {tuple(STRUCTURES)}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
     weights = jnp.ones(x.shape[0]) if mask is None else jnp.asarray(mask, jnp.float32)
     if weights.shape != (x.shape[0],):
         raise ValueError(f"mask must be [N={x.shape[0]}], got {tuple(weights.shape)}")
-    if structure == "last_layer":
-        path = last_dense_path(apply_fn, params, x[:1])
-        sub_apply, sub_params = restrict(apply_fn, params, path)
-        full = _full(
-            sub_apply, sub_params, x, y, weights, likelihood, kind, chunk_size, max_full_params
-        )
-        return Curvature(kind, structure, matrix=full, path=path)
-    if structure == "full":
-        full = _full(apply_fn, params, x, y, weights, likelihood, kind, chunk_size, max_full_params)
-        return Curvature(kind, structure, matrix=full)
-    if kind == "hessian":
+    if kind == "hessian" and structure not in ("full", "last_layer"):
         raise ValueError(
             f"the exact Hessian is offered in the 'full' and 'last_layer' structures, not "
             f"{structure!r}; use kind='ggn' (its positive semi-definite approximation)"
         )
-    if structure == "diag":
-        return Curvature(
-            kind,
-            structure,
-            diagonal=_diag(apply_fn, params, x, y, weights, likelihood, kind, chunk_size),
-        )
-    return Curvature(
-        kind, structure, factors=_kfac(apply_fn, params, x, y, weights, likelihood, kind)
-    )
+    build = STRUCTURES[structure]
+    return build(apply_fn, params, x, y, weights, likelihood, kind, chunk_size, max_full_params)
 
 
 def dense_matrix(curv: Curvature, params: Params) -> Array:
-    """The curvature as a dense matrix over the flat params (tests and small models only)."""
-    flat, unravel = ravel_pytree(params)
-    if curv.structure in ("full", "last_layer"):
-        return curv.matrix
-    if curv.structure == "diag":
-        return jnp.diag(curv.diagonal)
-
-    # kfac: apply (A (x) B) to every basis vector
-    def mv(v):
-        tree = unravel(v)
-        out = jax.tree.map(jnp.zeros_like, tree)
-        for f in curv.factors:
-            layer = get_path(tree, f.path)
-            M = stack_dense(layer, f.use_bias)
-            out = set_path(out, f.path, unstack_dense(f.A @ M @ f.B, f.use_bias))
-        return ravel_pytree(out)[0]
-
-    return jax.vmap(mv)(jnp.eye(flat.size, dtype=flat.dtype))
+    """The curvature as a dense matrix over the flat params (tests and small models only);
+    for ``last_layer``, over the flat parameters of that layer."""
+    return curv.dense(params)
 
 
 # ---------------------------------------------------------------------------------------------
 # structures
+
+
+def _full_structure(apply_fn, params, x, y, weights, lik, kind, chunk, max_full_params) -> Full:
+    return Full(kind, _full(apply_fn, params, x, y, weights, lik, kind, chunk, max_full_params))
+
+
+def _last_layer_structure(
+    apply_fn, params, x, y, weights, lik, kind, chunk, max_full_params
+) -> Full:
+    path = last_dense_path(apply_fn, params, x[:1])
+    sub_apply, sub_params = restrict(apply_fn, params, path)
+    matrix = _full(sub_apply, sub_params, x, y, weights, lik, kind, chunk, max_full_params)
+    return Full(kind, matrix, path)
+
+
+def _diag_structure(apply_fn, params, x, y, weights, lik, kind, chunk, _) -> Diagonal:
+    return Diagonal(kind, _diag(apply_fn, params, x, y, weights, lik, kind, chunk))
+
+
+def _kfac_structure(apply_fn, params, x, y, weights, lik, kind, _, __) -> Kron:
+    return Kron(kind, _kfac(apply_fn, params, x, y, weights, lik, kind))
+
+
+# structure name -> how it is computed, each
+# (apply_fn, params, x, y, weights, lik, kind, chunk, max_full_params) -> the structure object
+STRUCTURES: dict[str, Callable[..., Curvature]] = {
+    "full": _full_structure,
+    "diag": _diag_structure,
+    "last_layer": _last_layer_structure,
+    "kfac": _kfac_structure,
+}
 
 
 def _guard(n_params: int, max_full_params: int) -> None:
@@ -216,8 +207,7 @@ def _kfac(apply_fn, params, x, y, weights, lik, kind) -> tuple[KronFactor, ...]:
         _, inputs, deltas, layers = layer_backward(apply_fn, params, x, lik.outputs, cotangents)
         result = []
         for a, d, layer in zip(inputs, deltas, layers, strict=True):
-            if layer.use_bias:
-                a = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
+            a = with_bias_input(a, layer.use_bias)
             A = jnp.einsum("n,ni,nj->ij", weights, a, a) / jnp.sum(weights)
             B = jnp.einsum("n,kni,knj->ij", weights, d, d)
             result.append((A, B))
@@ -231,35 +221,7 @@ def _kfac(apply_fn, params, x, y, weights, lik, kind) -> tuple[KronFactor, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers shared with laplace.py
-
-
-def layer_backward(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: Array,
-    head: Callable[[Array], Array],
-    cotangents: Callable[[Array], Array],
-) -> tuple[Array, list[Array], list[Array], list]:
-    """Every Dense layer's inputs and pre-activation gradients, from batched backward passes.
-
-    With ``out = head(apply_fn(params, x)) [N, K]`` and ``cot = cotangents(out) [K', N, K]``,
-    returns ``(out, inputs, deltas, layers)`` in call order: ``inputs[l] [N, d_in]`` and
-    ``deltas[l] [K', N, d_out]``, ``deltas[l][k, n]`` = d <cot[k, n], out[n]> / d z_l(x_n), the
-    gradient w.r.t. the layer's pre-activation z_l. Example n's weight gradient of that
-    scalar is then the outer product ``[inputs[l][n], 1] deltas[l][k, n]^T`` (bias as the last
-    row, as in ``stack_dense``): one backward pass per k serves every example at once.
-    """
-    _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced for the layer widths only
-    taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
-
-    def outputs(t):
-        raw, inputs, _ = tapped_apply(apply_fn, params, x, t)
-        return head(raw), inputs
-
-    out, vjp_fn, inputs = jax.vjp(outputs, taps, has_aux=True)
-    (deltas,) = jax.vmap(vjp_fn)(cotangents(out))
-    return out, inputs, deltas, layers
+# the last layer and the output Hessians
 
 
 def last_dense_path(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[str, ...]:
@@ -282,31 +244,6 @@ def restrict(apply_fn: ApplyFn, params: Params, path: tuple[str, ...]):
         return apply_fn(set_path(params, path, sub), x)
 
     return sub_apply, get_path(params, path)
-
-
-def get_path(tree, path):
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def set_path(tree, path, value):
-    if not path:
-        return value
-    out = dict(tree)
-    out[path[0]] = set_path(tree[path[0]], path[1:], value)
-    return type(tree)(out) if not isinstance(tree, dict) else out
-
-
-def stack_dense(layer: dict, use_bias: bool) -> Array:
-    """Dense params as one ``[d_in (+1), d_out]`` matrix, bias as the last row."""
-    if use_bias:
-        return jnp.concatenate([layer["kernel"], layer["bias"][None]], axis=0)
-    return layer["kernel"]
-
-
-def unstack_dense(M: Array, use_bias: bool) -> dict:
-    return {"kernel": M[:-1], "bias": M[-1]} if use_bias else {"kernel": M}
 
 
 def _output_hessians(lik, out: Array, y: Array) -> Array:

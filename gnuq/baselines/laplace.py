@@ -1,7 +1,8 @@
 """The Laplace approximation (LA) and proxy-Hessian baselines.
 
 Posterior N(theta*, Sigma) with precision Sigma^-1 = C + lambda I, C a curvature from
-``gnuq.curvature`` and lambda the prior precision that MAP training and MCMC use. Predictions:
+``gnuq.curvature`` and lambda the prior precision that MAP training and MCMC use; each curvature
+structure builds its own Sigma (``gnuq.baselines.structures``). Predictions:
 
     linearised epistemic   g^T Sigma g,  g = grad_theta p_k(x | theta*)   (the paper's LA)
     sampled moments        over theta_s ~ N(theta*, Sigma) pushed through the network:
@@ -34,59 +35,51 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gnuq import likelihoods
-from gnuq.baselines.curvature import (
-    Curvature,
-    curvature,
-    get_path,
-    layer_backward,
-    restrict,
-    set_path,
-    stack_dense,
-    unstack_dense,
-)
-from gnuq.baselines.mcmc import predictive_moments
+from gnuq.baselines.curvature import curvature, restrict
+from gnuq.baselines.moments import predictive_moments
+from gnuq.baselines.structures import Covariance, Curvature, IndefiniteError, LayerInverse
 from gnuq.chunking import chunked_map
-from gnuq.dense import dense_obstacle
+from gnuq.dense import (
+    check_method,
+    layer_backward,
+    output_basis,
+    resolve_method,
+    with_bias_input,
+)
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
 
-LINEARISED_METHODS = ("auto", "dense", "vmap")
 DEFAULT_CHUNK = {"dense": 2048, "vmap": 32}
-
-
-class LayerInverse(NamedTuple):
-    """One Dense layer's block of Sigma, for per-example gradients vec(a delta^T).
-
-    That block's part of g^T Sigma g is sum_ij (qa^T a)_i^2 (qb^T delta)_j^2 weights_ij, with
-    ``a [d_in (+1)]`` (1 appended for the bias), ``delta [d_out]``; ``qa``/``qb`` None mean the
-    identity (no rotation).
-    """
-
-    qa: Array | None  # [d_in (+1), d_in (+1)]
-    qb: Array | None  # [d_out, d_out]
-    weights: Array  # [d_in (+1), d_out]
 
 
 class Posterior(NamedTuple):
     """A Gaussian N(theta*, Sigma) over all parameters or over one sub-tree (``path``).
 
     ``inv_quad(v [..., P]) -> [...]`` is v^T Sigma v and ``sample(key, n) -> [n, P]`` draws
-    theta - theta*, both in the flat (``ravel_pytree``) coordinates of that (sub-)tree.
-    ``layer_inverse(path, use_bias)`` gives the Dense layer at ``path``'s block of Sigma when
-    Sigma is block-diagonal over Dense layers (kfac, diag), else it is None.
+    theta - theta*, both in the flat (``ravel_pytree``) coordinates of that (sub-)tree; the
+    structure's ``covariance`` object computes both. ``layer_inverse(path, use_bias)`` gives the
+    Dense layer at ``path``'s block of Sigma when Sigma is block-diagonal over Dense layers (kfac,
+    diag), else ``layer_inverse`` is None.
     """
 
     structure: str
     kind: str  # the curvature actually used (after any fallback)
     prior_precision: float
     path: tuple[str, ...] | None  # None: all parameters
-    inv_quad: Callable[[Array], Array]
-    sample: Callable[[PRNGKey, int], Array]
-    layer_inverse: Callable[[tuple[str, ...], bool], LayerInverse] | None = None
+    covariance: Covariance
+
+    def inv_quad(self, v: Array) -> Array:
+        return self.covariance.inv_quad(v)
+
+    def sample(self, key: PRNGKey, n: int) -> Array:
+        return self.covariance.sample(key, n)
+
+    @property
+    def layer_inverse(self) -> Callable[[tuple[str, ...], bool], LayerInverse] | None:
+        return getattr(self.covariance, "layer_inverse", None)
 
 
 def posterior(
@@ -106,87 +99,14 @@ def posterior(
         raise ValueError(f"prior_precision must be positive, got {prior_precision}")
     if on_indefinite not in ("fallback", "raise"):
         raise ValueError(f"on_indefinite must be 'fallback' or 'raise', got {on_indefinite!r}")
-    lam = prior_precision
-    if curv.structure in ("full", "last_layer"):
-        precision = curv.matrix + lam * jnp.eye(curv.matrix.shape[0], dtype=curv.matrix.dtype)
-        chol = jnp.linalg.cholesky(precision)
-        if not bool(jnp.all(jnp.isfinite(chol))):
-            smallest = float(jnp.linalg.eigvalsh(precision)[0])
-            message = (
-                f"the {curv.kind} precision (curvature + prior) is not positive definite: "
-                f"smallest eigenvalue {smallest:.3g}"
-            )
-            if on_indefinite == "raise" or fallback is None:
-                raise np.linalg.LinAlgError(message + "; use kind='ggn'")
-            warnings.warn(message + "; using the GGN instead", RuntimeWarning, stacklevel=2)
-            return posterior(fallback(), params, prior_precision, on_indefinite="raise")
-
-        def inv_quad(v):
-            w = jsl.solve_triangular(chol, v.T if v.ndim > 1 else v, lower=True)
-            return jnp.sum(w**2, axis=0)
-
-        def sample(key, n):
-            z = jax.random.normal(key, (chol.shape[0], n), chol.dtype)
-            return jsl.solve_triangular(chol.T, z, lower=False).T  # L^-T z ~ N(0, Sigma)
-
-        return Posterior(curv.structure, curv.kind, lam, curv.path, inv_quad, sample)
-
-    _, unravel = ravel_pytree(params)
-    if curv.structure == "diag":
-        d = curv.diagonal + lam
-
-        def diag_layer(path: tuple[str, ...], use_bias: bool) -> LayerInverse:
-            return LayerInverse(None, None, stack_dense(get_path(unravel(1 / d), path), use_bias))
-
-        return Posterior(
-            "diag",
-            curv.kind,
-            lam,
-            None,
-            lambda v: jnp.sum(v**2 / d, axis=-1),
-            lambda key, n: jax.random.normal(key, (n, d.size), d.dtype) / jnp.sqrt(d),
-            diag_layer,
-        )
-
-    # kfac: per layer (A (x) B + lambda I)^-1 in the eigenbases of A and B
-    eig = [(jnp.linalg.eigh(f.A), jnp.linalg.eigh(f.B)) for f in curv.factors]
-    blocks = {
-        (f.path, f.use_bias): LayerInverse(qa, qb, 1 / (jnp.outer(ea, eb) + lam))
-        for f, ((ea, qa), (eb, qb)) in zip(curv.factors, eig, strict=True)
-    }
-
-    def kfac_layer(path: tuple[str, ...], use_bias: bool) -> LayerInverse:
-        if (path, use_bias) not in blocks:
-            raise ValueError(f"no KFAC factor for the Dense layer {'/'.join(path)}")
-        return blocks[(path, use_bias)]
-
-    def layer_quad(v):
-        tree = unravel(v)
-        total = 0.0
-        for f, ((ea, qa), (eb, qb)) in zip(curv.factors, eig, strict=True):
-            m = qa.T @ stack_dense(get_path(tree, f.path), f.use_bias) @ qb
-            total = total + jnp.sum(m**2 / (jnp.outer(ea, eb) + lam))
-        return total
-
-    def layer_sample(key):
-        tree = jax.tree.map(jnp.zeros_like, params)
-        for k, (f, ((ea, qa), (eb, qb))) in zip(
-            jax.random.split(key, len(curv.factors)),
-            zip(curv.factors, eig, strict=True),
-            strict=True,
-        ):
-            z = jax.random.normal(k, (ea.size, eb.size), ea.dtype)
-            m = qa @ (z / jnp.sqrt(jnp.clip(jnp.outer(ea, eb), 0.0) + lam)) @ qb.T
-            tree = set_path(tree, f.path, unstack_dense(m, f.use_bias))
-        return ravel_pytree(tree)[0]
-
-    def inv_quad(v):
-        return jax.vmap(layer_quad)(v.reshape(-1, v.shape[-1])).reshape(v.shape[:-1])
-
-    def sample(key, n):
-        return jax.vmap(layer_sample)(jax.random.split(key, n))
-
-    return Posterior("kfac", curv.kind, lam, None, inv_quad, sample, kfac_layer)
+    try:
+        covariance = curv.covariance(params, prior_precision)
+    except IndefiniteError as err:
+        if on_indefinite == "raise" or fallback is None:
+            raise IndefiniteError(f"{err}; use kind='ggn'") from None
+        warnings.warn(f"{err}; using the GGN instead", RuntimeWarning, stacklevel=2)
+        return posterior(fallback(), params, prior_precision, on_indefinite="raise")
+    return Posterior(curv.structure, curv.kind, prior_precision, curv.path, covariance)
 
 
 def laplace_posterior(
@@ -286,12 +206,14 @@ def linearised_epistemic_fn(
 
     For querying one posterior on many batches; arguments as in ``linearised_epistemic``.
     """
-    if method not in LINEARISED_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {LINEARISED_METHODS}")
+    check_method(method)  # now, not at the first query
 
     @jax.jit
     def query(x: Array) -> Array:
-        resolved = _resolve_linearised(apply_fn, params, x, post, method)
+        blocked = None
+        if post.layer_inverse is None:
+            blocked = f"the {post.structure} posterior is not block-diagonal over Dense layers"
+        resolved = resolve_method(apply_fn, params, x, method, blocked)
         chunk = chunk_size or DEFAULT_CHUNK[resolved]
         if resolved == "dense":
             return chunked_map(
@@ -302,22 +224,6 @@ def linearised_epistemic_fn(
     return query
 
 
-def _resolve_linearised(
-    apply_fn: ApplyFn, params: Params, x: Array, post: Posterior, method: str
-) -> str:
-    if method == "vmap":
-        return method
-    if post.layer_inverse is None:
-        reason = f"the {post.structure} posterior is not block-diagonal over Dense layers"
-    else:
-        reason = dense_obstacle(apply_fn, params, x)
-    if reason is None:
-        return "dense"
-    if method == "dense":
-        raise ValueError(f"method='dense' does not apply: {reason}. Use method='vmap'.")
-    return "vmap"
-
-
 def _dense_inv_quad(
     apply_fn: ApplyFn,
     params: Params,
@@ -326,20 +232,13 @@ def _dense_inv_quad(
     post: Posterior,
 ) -> Array:
     """``[n, K]`` g^T Sigma g from layer inputs and pre-activation gradients (module docstring)."""
-
-    def cotangents(pred: Array) -> Array:  # one per output k: e_k at every example
-        k = pred.shape[1]
-        return jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, *pred.shape))
-
     pred, inputs, deltas, layers = layer_backward(
-        apply_fn, params, x, likelihood.predict, cotangents
+        apply_fn, params, x, likelihood.predict, output_basis
     )
     total = jnp.zeros(pred.shape, pred.dtype)
     for a, d, layer in zip(inputs, deltas, layers, strict=True):
         block = post.layer_inverse(tuple(layer.path), layer.use_bias)
-        a = a.astype(pred.dtype)
-        if layer.use_bias:
-            a = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
+        a = with_bias_input(a.astype(pred.dtype), layer.use_bias)
         if block.qa is not None:
             a = a @ block.qa
         if block.qb is not None:
@@ -357,10 +256,7 @@ def _vmap_inv_quad(
     chunk: int,
 ) -> Array:
     """``[N, K]`` post.inv_quad of each example's gradients formed with ``vmap(jacrev)``."""
-    if post.path is None:
-        fn, sub = apply_fn, params
-    else:
-        fn, sub = restrict(apply_fn, params, post.path)
+    fn, sub = _over_posterior_params(apply_fn, params, post)
     flat, unravel = ravel_pytree(sub)
 
     def predict(theta, xi):
@@ -380,15 +276,22 @@ def sampled_moments(
     sample_chunk: int = 100,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, variance and mean p(1 - p) of the predictions under theta ~ N(theta*, Sigma)."""
-    sub = params if post.path is None else get_path(params, post.path)
+    fn, sub = _over_posterior_params(apply_fn, params, post)
     flat, unravel = ravel_pytree(sub)
     draws = flat + post.sample(key, num_samples)  # [S, P]
 
     def predict(theta, xx):
-        full = unravel(theta) if post.path is None else set_path(params, post.path, unravel(theta))
-        return likelihood.predict(apply_fn(full, xx))
+        return likelihood.predict(fn(unravel(theta), xx))
 
     return predictive_moments(predict, draws[None], x, sample_chunk)
+
+
+def _over_posterior_params(apply_fn: ApplyFn, params: Params, post: Posterior):
+    """``(fn, sub)``: the model as a function of the parameters ``post`` covers (all, or the
+    sub-tree at ``post.path`` with the others fixed at ``params``)."""
+    if post.path is None:
+        return apply_fn, params
+    return restrict(apply_fn, params, post.path)
 
 
 class Spectrum(NamedTuple):

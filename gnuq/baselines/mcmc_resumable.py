@@ -2,10 +2,11 @@
 
 ``gnuq.mcmc.reference`` keeps every draw of every parameter (4 chains x 1 000 draws of a
 1 065 012-parameter MLP would be 17 GB). ``reference`` here runs the same sampler (the same
-potential, initialisation, window adaptation and NUTS kernel, from ``gnuq.mcmc``) but keeps only
+potential ``mcmc.log_posterior``, the initialisation, window adaptation and NUTS kernel of
+``gnuq.baselines.sampler``, the gate of ``mcmc.finish_reference``) but keeps only
 
 - the predictive moments over the evaluation inputs, merged segment by segment in float64
-  (``mcmc.merge_moments``): Var_s[p_k(x | theta_s)] and E_s[p_k (1 - p_k)] (for a Gaussian
+  (``gnuq.baselines.moments``): Var_s[p_k(x | theta_s)] and E_s[p_k (1 - p_k)] (for a Gaussian
   likelihood Var_s[f(x | theta_s)] and the noise variance, as in ``gnuq.mcmc``);
 - traces for the diagnostics: the predictions at ``diagnostic_inputs`` evenly spaced evaluation
   inputs and ``param_subset`` parameters drawn once at random (parameter R-hat and ESS are those of
@@ -30,9 +31,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gnuq import checkpoint as ckpt_io
-from gnuq import likelihoods, train
-from gnuq.baselines import mcmc
-from gnuq.baselines.mcmc import Chains, McmcConfig, Reference
+from gnuq import likelihoods
+from gnuq.baselines import sampler
+from gnuq.baselines.diagnostics import diagnostic_indices
+from gnuq.baselines.mcmc import Reference, finish_reference, log_posterior
+from gnuq.baselines.moments import Moments, draw_moments, merge_moments
+from gnuq.baselines.sampler import Chains, McmcConfig
 from gnuq.types import ApplyFn, Array, Params, PRNGKey
 
 
@@ -69,13 +73,11 @@ def reference(
     stored; ``Reference.chains.positions`` holds the traces of the parameter subset
     ``[chains, samples, param_subset]``. ``checkpoint`` (a ``.npz`` path) makes the run resumable.
     """
-    potential = train.neg_log_posterior(apply_fn, likelihood, prior_precision)
-
-    def logdensity(p):
-        return -potential(p, x_train, y_train)
-
+    logdensity = log_posterior(apply_fn, likelihood, x_train, y_train, prior_precision)
     flat_map, _ = ravel_pytree(map_params)
     n_params = flat_map.size
+    # a third key picks the traced parameters; chain c samples with split(k_sample, chains)[c],
+    # as in ``sampler.sample``
     k_init, k_sample, k_subset = jax.random.split(key, 3)
     subset = np.sort(
         np.asarray(
@@ -84,10 +86,10 @@ def reference(
             )
         )
     )
-    diag_idx = mcmc.diagnostic_indices(len(x_eval), config.diagnostic_inputs)
+    diag_idx = diagnostic_indices(len(x_eval), config.diagnostic_inputs)
     chain_keys = jax.random.split(k_sample, config.num_chains)
-    algorithm, extra = mcmc.algorithm_and_extra(config)
-    warm = mcmc.warmup_program(logdensity, config)
+    algorithm, extra = sampler.algorithm_and_extra(config)
+    warm = sampler.warmup_program(logdensity, config)
 
     def warm_chain(key, position):
         state, tuned, steps = warm(jax.random.split(key)[0], position)
@@ -108,8 +110,8 @@ def reference(
 
         return jax.lax.scan(step, state, keys)
 
-    method, groups, run_warm = mcmc.chain_groups(warm_chain, config)
-    _, _, run_segment = mcmc.chain_groups(segment_chain, config)
+    method, groups, run_warm = sampler.chain_groups(warm_chain, config)
+    _, _, run_segment = sampler.chain_groups(segment_chain, config)
     n_segments = -(-config.num_samples // stream.segment)
     ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
     # what the checkpoint's layout and draws depend on; a checkpoint written otherwise is stale
@@ -136,7 +138,7 @@ def reference(
     # the NUTS state's structure, to rebuild it from the checkpoint's flat arrays
     template = jax.eval_shape(lambda p: algorithm.init(p, logdensity), map_params)
 
-    init = mcmc.initial_positions(k_init, map_params, config, prior_precision)
+    init = sampler.initial_positions(k_init, map_params, config, prior_precision)
     start, grads = time.monotonic(), 0
     for group in groups:
         idx = np.asarray(group)
@@ -199,9 +201,10 @@ def reference(
         step_size=saved["step_size"],
         warmup_steps=saved["warmup_steps"],
     )
-    diagnostics = mcmc.diagnose(chains, saved["preds"], config)
-    var = saved["m2"] / saved["count"].item()
-    return mcmc.finish_reference(likelihood, saved["mean"], var, saved["ale"], diagnostics, chains)
+    moments = _moments(saved)
+    return finish_reference(
+        likelihood, moments.mean, moments.variance, moments.ale, chains, saved["preds"], config
+    )
 
 
 def _rate(grads: int, start: float) -> str:
@@ -217,17 +220,18 @@ def _put(saved: dict, idx: np.ndarray, arrays: dict, num_chains: int) -> None:
         saved[name][idx] = value
 
 
-_MOMENTS = ("count", "mean", "m2", "ale")
+def _moments(saved: dict) -> Moments:
+    """The predictive moments merged so far, held in the checkpoint under their field names."""
+    count, *arrays = (saved[k] for k in Moments._fields)
+    return Moments(count.item(), *arrays)
 
 
 def _merge_draws(saved: dict, probs: np.ndarray) -> None:
     """Merge draws ``[chains, draws, N, K]`` into the float64 predictive moments."""
     draws = np.asarray(probs, np.float64).reshape(-1, *probs.shape[2:])
-    mean = draws.mean(axis=0)
-    batch = (len(draws), mean, ((draws - mean) ** 2).sum(axis=0), (draws * (1 - draws)).mean(0))
-    previous = tuple(saved[k] for k in _MOMENTS) if "count" in saved else None
-    merged = mcmc.merge_moments(previous, batch)
-    saved.update({k: np.asarray(v) for k, v in zip(_MOMENTS, merged, strict=True)})
+    previous = _moments(saved) if "count" in saved else None
+    merged = merge_moments(previous, draw_moments(draws))
+    saved.update({k: np.asarray(v) for k, v in merged._asdict().items()})
 
 
 def _save(path: pathlib.Path | None, saved: dict) -> None:
