@@ -45,7 +45,7 @@ import numpy as np
 from experiments import llm_qa_report
 from experiments.harness import assets, cache, config, qa, report
 from gnuq import sequence_uncertainty
-from gnuq.pretrained import bert, decoder, llm, text
+from gnuq.pretrained import bert, decoder, generation, llm, text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENT = "llm_qa"
@@ -211,9 +211,9 @@ class Model:
         return " ".join(self.llm.tokenizer.decode(list(ids)).split())
 
     def generate(self, prompt_ids: list[int], key, temperature: float, num: int, cfg: Config):
-        padded, length = decoder.bucketed(prompt_ids)
+        padded, length = generation.bucketed(prompt_ids)
         tokens = jnp.broadcast_to(padded, (num, padded.size))
-        gen = decoder.generate(
+        gen = generation.generate(
             self.params,
             tokens,
             key,
@@ -295,7 +295,8 @@ def answer_question(
     seconds["semantic_entropy"] = seconds["naive_entropy"] + time.monotonic() - start
 
     start = time.monotonic()
-    padded, length = decoder.bucketed(model.encode(p_true_prompt(model, row["question"], answer)))
+    asked = model.encode(p_true_prompt(model, row["question"], answer))
+    padded, length = generation.bucketed(asked)
     probs = np.asarray(jax.nn.softmax(model.next_logits(model.params, padded, length)))
     yes, no = float(probs[model.true_ids].sum()), float(probs[model.false_ids].sum())
     p_true = yes / (yes + no) if yes + no > 0 else 0.5
@@ -328,7 +329,7 @@ def answer_question(
 
 def _with_answer(prompt_ids: list[int], answer_ids: list[int]):
     """Prompt + answer padded to a bucket, and the mask of the answer positions."""
-    padded, _ = decoder.bucketed(prompt_ids + answer_ids)
+    padded, _ = generation.bucketed(prompt_ids + answer_ids)
     mask = np.zeros(padded.size, np.int32)
     mask[len(prompt_ids) : len(prompt_ids) + len(answer_ids)] = 1
     return padded[None], jnp.asarray(mask)[None]
