@@ -19,6 +19,9 @@ questions were recomputed and the largest relative difference of each float sign
 
 Run as ``python -m experiments.llm_qa_rekey --profile quick [--sample 3] [--dry-run]``
 (``--set`` as for ``experiments.llm_qa``); then ``python -m experiments.llm_qa`` reuses them.
+``--verify`` also checks the records already under the current key, and rewrites nothing: the
+key holds no library version, so this is how a new environment (a newer jax or tokenizers,
+another CPU) shows that it reproduces the committed records.
 """
 
 import argparse
@@ -86,6 +89,9 @@ def main(argv: Sequence[str] | None = None, root=llm_qa.ROOT) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sample", type=int, default=3, help="questions per stored key")
     parser.add_argument("--dry-run", action="store_true", help="check, but rewrite nothing")
+    parser.add_argument(
+        "--verify", action="store_true", help="check the current key's records too (no rewrite)"
+    )
     args, rest = parser.parse_known_args(argv)
     cfg, profile, _ = config.cli(llm_qa.Config, llm_qa.ROOT / "configs" / "llm_qa.toml", rest)
     llm_qa.check(cfg)
@@ -102,7 +108,7 @@ def main(argv: Sequence[str] | None = None, root=llm_qa.ROOT) -> int:
             everything = llm_qa_judge.questions(assets_dir, dataset, 10**9, cfg.seed)
             position = {index: n for n, (index, _) in enumerate(everything, 1)}
             rows = dict(everything)
-            stale = sorted({r["key"] for r in records} - {key})
+            stale = sorted({r["key"] for r in records} - (set() if args.verify else {key}))
             if not stale:
                 print(f"{path.relative_to(root)}: {len(records)} records, all under key {key}")
             for old in stale:
@@ -122,7 +128,7 @@ def main(argv: Sequence[str] | None = None, root=llm_qa.ROOT) -> int:
                     failed = True
                     continue
                 records = [r | {"key": key} if r["key"] == old else r for r in records]
-            if stale and not args.dry_run:
+            if stale and not (args.dry_run or args.verify):
                 llm_qa.write_records(path, records)
         if model is not None:
             failed |= not check_sq_norm(out, name, model, args.dry_run)

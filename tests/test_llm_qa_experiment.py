@@ -64,6 +64,8 @@ def test_smoke_records_every_signal_and_resumes(text_assets):
     path.write_text("".join(json.dumps(r) + "\n" for r in old))
     assert llm_qa_rekey.main([*SMOKE, "--set", "questions=3", "--sample", "2"], root=root) == 0
     assert _untimed(_records(out)) == _untimed(more)
+    rekey = [*SMOKE, "--set", "questions=3", "--sample", "2", "--verify"]
+    assert llm_qa_rekey.main(rekey, root=root) == 0  # the current key's records reproduce
     wrong = [r | {"answer": "other"} if r["index"] == first else r for r in old]
     path.write_text("".join(json.dumps(r) + "\n" for r in wrong))
     assert llm_qa_rekey.main([*SMOKE, "--set", "questions=3", "--sample", "2"], root=root) == 1
