@@ -43,6 +43,44 @@ def test_code_version_follows_the_code_not_its_comments(tmp_path, monkeypatch):
     assert cache.code_version("pkg") != cache.code_version("pkg.m")  # the package: every module
 
 
+def test_code_version_of_one_definition_follows_what_it_names(tmp_path, monkeypatch):
+    """``"module:name"``: the definition and, transitively, the project definitions it names, in
+    its module or another; an edit to anything else in those modules changes nothing."""
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "__init__.py").write_text("")
+    files = {
+        "a": (
+            "from defs.b import helper\nfrom defs import b\nSCALE = 2\n\n"
+            "def f(x):\n    return g(x) * SCALE + helper(x) + b.other(x)\n\n"
+            "def g(x):\n    return x\n\ndef unrelated(x):\n    return -x\n"
+        ),
+        "b": "def helper(x):\n    return x\n\ndef other(x):\n    return x\n\n"
+        "def unused(x):\n    return x\n",
+    }
+    for name, code in files.items():
+        (tmp_path / "defs" / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cache, "PROJECT", ("defs",))
+    before = cache.code_version("defs.a:f")
+    edits = {  # (module, old, new): whether the version of f changes
+        ("a", "return -x", "return x + 1"): False,
+        ("b", "def unused(x):\n    return x", "def unused(x):\n    return 0"): False,
+        ("a", "def g(x):\n", 'def g(x):\n    """Doc."""  # comment\n'): False,
+        ("a", "SCALE = 2", "SCALE = 3"): True,
+        ("a", "def g(x):\n    return x", "def g(x):\n    return 2 * x"): True,
+        ("b", "def helper(x):\n    return x", "def helper(x):\n    return 0"): True,
+        ("b", "def other(x):\n    return x", "def other(x):\n    return 0"): True,
+    }
+    for (name, old, new), changes in edits.items():
+        path = tmp_path / "defs" / f"{name}.py"
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new))
+        assert (cache.code_version("defs.a:f") != before) == changes, (name, new)
+        path.write_text(files[name])
+    with pytest.raises(ValueError, match="no top-level definition"):
+        cache.code_version("defs.a:missing")
+
+
 def test_keys_refuse_what_names_a_memory_address():
     with pytest.raises(TypeError, match="memory address"):
         cache.fingerprint(lambda x: x)

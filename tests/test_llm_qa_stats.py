@@ -175,7 +175,7 @@ def test_too_few_correct_answers_give_reasons_not_numbers():
 def test_claims_are_marked_from_the_numbers(rows):
     from types import SimpleNamespace
 
-    from experiments import llm_qa_report
+    from experiments import llm_qa_claims
 
     cfg = SimpleNamespace(models=MODELS, datasets=DATASETS)
     seconds = [
@@ -183,7 +183,7 @@ def test_claims_are_marked_from_the_numbers(rows):
         for m in MODELS
         for k, v in (("epistemic_aleatoric", 1.0), ("p_true", 0.2), ("naive_entropy", 1.5))
     ]
-    lines = llm_qa_report.check_claims(cfg, rows, seconds)
+    lines = llm_qa_claims.check_claims(cfg, rows, seconds)
     claims = [line for line in lines if line.startswith("- **")]
     assert len(claims) == 9 and all("**holds**" in c or "**fails**" in c for c in claims)
 
@@ -196,7 +196,7 @@ def test_claims_are_marked_from_the_numbers(rows):
     assert "**fails**" in faster and "0.20" in faster  # P(True) takes a fifth of the time
     # with few correct answers nothing is claimed either way
     few = qs.all_rows(_records(n=30), MODELS, DATASETS, SQ_NORMS, seed=0)
-    lines = llm_qa_report.check_claims(cfg, few, seconds)
+    lines = llm_qa_claims.check_claims(cfg, few, seconds)
     assert "**untestable**" in lines[-1] and not any(
         "**holds**" in x or "**fails**" in x for x in lines
     )

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from typing import NamedTuple
 
+from experiments.harness import cache
 from gnuq.pretrained import llm, require, text
 
 
@@ -177,11 +178,10 @@ def llm_tokenizer(name: str, cache_dir: str | pathlib.Path):
 
 
 def _tokenizer_cache(gguf: pathlib.Path) -> pathlib.Path:
-    """Where the tokenizer built from ``gguf`` is cached: named by the code that builds it and
-    the ``tokenizers`` version, so a change to either rebuilds it."""
-    digest = hashlib.sha256(pathlib.Path(llm.__file__).read_bytes())
-    digest.update(require("tokenizers", "llm").__version__.encode())
-    return gguf.with_name(f"{gguf.name}.tokenizer-{digest.hexdigest()[:12]}.json")
+    """Where the tokenizer built from ``gguf`` is cached: named by the code that builds it (not
+    its comments) and the ``tokenizers`` version, so a change to either rebuilds it."""
+    version = cache.code_version(llm, libraries=("tokenizers",))
+    return gguf.with_name(f"{gguf.name}.tokenizer-{version[:12]}.json")
 
 
 def _save_tokenizer(tokenizer, path: pathlib.Path) -> None:

@@ -36,17 +36,23 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:20]
 
 
-def code_version(*modules: str | types.ModuleType, libraries: tuple[str, ...] = LIBRARIES) -> str:
-    """A hash of the code of ``modules`` (objects or dotted names; a package counts with every
-    module under it) as the interpreter reads it:
-    comments, docstrings and formatting do not count, so editing them recomputes nothing; and of
-    the versions of ``libraries`` (an upgrade of these can change numbers too). Rendering code
-    belongs in modules outside a unit's list, so a changed caption never recomputes a unit."""
+def code_version(*code: str | types.ModuleType, libraries: tuple[str, ...] = LIBRARIES) -> str:
+    """A hash of ``code`` as the interpreter reads it (comments, docstrings and formatting do not
+    count, so editing them recomputes nothing) and of the versions of ``libraries`` (an upgrade
+    of these can change numbers too). ``code``: modules (objects or dotted names; a package
+    counts with every module under it), or ``"module:name"``, one definition of a module that
+    serves many computations (``"gnuq.estimators:sequence_uncertainty"``): its code and,
+    transitively, that of every definition of this project it names (``definition_code``), so
+    an edit elsewhere in that module recomputes nothing. Rendering code belongs in modules
+    outside a unit's list, so a changed caption never recomputes a unit."""
     digest = hashlib.sha256()
     for package in libraries:
         digest.update(f"{package}={metadata.version(package)};".encode())
-    for module in modules:
-        module = importlib.import_module(module) if isinstance(module, str) else module
+    for item in code:
+        if isinstance(item, str) and ":" in item:
+            digest.update(definition_code(*item.split(":")).encode())
+            continue
+        module = importlib.import_module(item) if isinstance(item, str) else item
         path = pathlib.Path(module.__file__)
         files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
         for f in files:  # a package: every module in it
@@ -56,7 +62,11 @@ def code_version(*modules: str | types.ModuleType, libraries: tuple[str, ...] = 
 
 def normalised_source(path: str | pathlib.Path) -> str:
     """The code of a Python file without its comments, docstrings and layout."""
-    tree = ast.parse(pathlib.Path(path).read_text())
+    return ast.unparse(_normalised_tree(pathlib.Path(path)))
+
+
+def _normalised_tree(path: pathlib.Path) -> ast.Module:
+    tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -67,7 +77,70 @@ def normalised_source(path: str | pathlib.Path) -> str:
             and isinstance(body[0].value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    return tree
+
+
+PROJECT = ("gnuq", "experiments")  # the packages whose definitions ``definition_code`` follows
+
+
+def definition_code(module: str, name: str) -> str:
+    """The normalised code of the top-level definition ``name`` of ``module`` (a function, a
+    class or an assignment) and, transitively, of every top-level definition of ``PROJECT`` it
+    names: in its own module, through an imported project module (``likelihoods.get``) or
+    imported by name (``from gnuq.chunking import chunked_map``). Names are followed as
+    written, so a local variable that shares a definition's name only adds that definition."""
+    done: dict[tuple[str, str], str] = {}
+    todo = [(module, name)]
+    while todo:
+        mod, nm = todo.pop()
+        if (mod, nm) in done:
+            continue
+        definitions, imports = _top_level(mod)
+        if nm not in definitions:
+            raise ValueError(f"{mod} has no top-level definition {nm!r}")
+        node = definitions[nm]
+        done[(mod, nm)] = ast.unparse(node)
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name) and sub.id in definitions:
+                todo.append((mod, sub.id))
+            elif isinstance(sub, ast.Name) and sub.id in imports:
+                todo.append(imports[sub.id])
+            elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+                target = _project_module(mod, sub.value.id)
+                if target is not None and sub.attr in _top_level(target)[0]:
+                    todo.append((target, sub.attr))
+    return "\n".join(f"# {m}:{n}\n{code}" for (m, n), code in sorted(done.items()))
+
+
+def _top_level(module: str) -> tuple[dict[str, ast.AST], dict[str, tuple[str, str]]]:
+    """``module``'s top-level definitions ``{name: node}`` and the definitions it imports by
+    name from ``PROJECT`` modules ``{alias: (module, name)}``."""
+    path = pathlib.Path(importlib.import_module(module).__file__)
+    definitions, imports = {}, {}
+    for node in _normalised_tree(path).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            definitions[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Name):
+                        definitions[leaf.id] = node
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in PROJECT:
+                source = importlib.import_module(node.module)
+                for alias in node.names:  # definitions; modules are followed by attribute
+                    if not isinstance(getattr(source, alias.name, None), types.ModuleType):
+                        imports[alias.asname or alias.name] = (node.module, alias.name)
+    return definitions, imports
+
+
+def _project_module(module: str, alias: str) -> str | None:
+    """The ``PROJECT`` module that ``alias`` names in ``module``, if it names one."""
+    value = vars(importlib.import_module(module)).get(alias)
+    if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in PROJECT:
+        return value.__name__
+    return None
 
 
 def _feed(digest, obj: Any) -> None:

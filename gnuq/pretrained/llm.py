@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from gnuq.pretrained import decoder, require
+from gnuq.pretrained import decoder, generation, require
 from gnuq.types import Params
 
 # llama.cpp hard-codes these for gemma3 (they are not in the GGUF): layers 5, 11, 17 global,
@@ -325,7 +325,7 @@ def prompt(llm: LLM, question: str) -> str:
 def answer(llm: LLM, question: str, max_new_tokens: int = 24) -> str:
     """The greedy answer to ``question``, cut at the first newline and stripped."""
     ids = llm.tokenizer.encode(prompt(llm, question)).ids
-    new = decoder.generate_greedy(llm.params, ids, llm.config, max_new_tokens, llm.stop_ids)
+    new = generation.generate_greedy(llm.params, ids, llm.config, max_new_tokens, llm.stop_ids)
     return llm.tokenizer.decode(new).split("\n")[0].strip()
 
 
