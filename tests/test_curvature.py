@@ -93,10 +93,13 @@ def test_kfac_is_exact_for_one_layer_one_output_one_example(kind):
         np.testing.assert_allclose(curvature.dense_matrix(kfac, m.params), exact, rtol=1e-10)
 
 
-@pytest.mark.parametrize("n,tolerance", [(1, 1e-10), (200, 0.25)])
+@pytest.mark.parametrize("n,tolerance", [(1, 1e-10), (200, 0.5)])
 def test_kfac_matches_the_ggn_blocks_of_an_mlp(n, tolerance):
     """KFAC is block-diagonal over layers: exact blocks for one example (the per-example block
-    is a Kronecker product), and close for many (measured: 0.145 relative error at n=200)."""
+    is a Kronecker product), and close for many. How close depends on the random data and
+    initialisation: at n=200 the relative error ranged 0.03-0.33 over 31 draws of both (0.145 for
+    these), so 0.5 is a margin over that spread, not over one draw; a wrong factor (a missing
+    1 / n, transposed factors) misses the blocks by O(1)."""
     with jax.enable_x64(True):
         m, x, y, lik = _xor_mlp(n=n)
         exact = np.asarray(curvature.curvature(m.apply, m.params, x, y, lik).matrix)

@@ -246,6 +246,7 @@ def test_real_model_greedy_answers(source):
 
 
 def test_sentence_end_tokens():
+    pytest.importorskip("tokenizers", reason="the optional extra [llm] is absent")
     tok = llm.tiny("llama").tokenizer
     ends = {tok.decode([i]) for i in llm.sentence_end_ids(tok)}
     assert {".", "!", "?"} <= ends and "a" not in ends and "<|im_end|>" not in ends

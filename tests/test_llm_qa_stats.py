@@ -4,18 +4,28 @@ ground truth is known: which score predicts correctness, and how strongly."""
 import numpy as np
 import pytest
 from scipy import stats
+from test_metrics import auroc_sd, logistic_link_auroc
 
 from experiments import llm_qa_stats as qs
+
+# These records are one random data set, so every assertion on a number from them holds with a
+# margin of several of its standard errors, or, for a test of no difference, a stated rate of
+# false alarms; none is fitted to these draws.
 
 MODELS = ("model-a", "model-b")
 DATASETS = ("truthfulqa", "nq_open")
 SQ_NORMS = {"model-a": 4.0, "model-b": 400.0}
+# A test over questions of no difference: were it calibrated, p would be uniform and p > 0.05
+# would fail one data set in twenty. The out-of-fold one runs hot (simulated with these records:
+# p <= 0.05 in ~15 % of data sets, p at its floor 2 / 2001 in ~1 %), so only p at the floor is
+# taken for a false alarm: about 1 % a comparison.
+NULL_P = 2 / (qs.QUESTION_RESAMPLES + 1)
 
 
 def _records(n: int = 120, seed: int = 0) -> list[dict]:
     """On truthfulqa correctness follows the epistemic score (a logistic link, population AUROC
-    about 0.8), on nq_open it follows P(True); every other score is noise. model-b's epistemic
-    is 100x model-a's, as gradient norms differ between architectures."""
+    0.90), on nq_open it follows P(True); every other score is noise. model-b's epistemic is
+    100x model-a's, as gradient norms differ between architectures."""
     rng = np.random.default_rng(seed)
     out = []
     for m, model in enumerate(MODELS):
@@ -58,10 +68,22 @@ def test_aurocs_find_the_informative_score(rows):
     for r in aurocs:
         assert 0 <= r["lo"] <= r["mean"] <= r["hi"] <= 1 and r["splits"] == qs.BOOTSTRAP_SPLITS
     mean = {(r["problem"], r["method"]): r["mean"] for r in _get(rows, "auroc", model=qs.MEAN)}
+    # the informative scores: population AUROC 0.90; the mean over 2 models of AUROCs with sd
+    # 0.03 each (Hanley-McNeil, n = 120) lies > 6 sd above 0.7
+    assert logistic_link_auroc(2.5) > 0.89
     assert mean[("truthfulqa", "epistemic")] > 0.7 and mean[("truthfulqa", "epi_alea")] > 0.7
     assert mean[("nq_open", "p_true")] > 0.7
+    # noise: each model's split mean scatters about 0.5 with ~1.25x the null sd of a full-sample
+    # AUROC (tests/test_metrics.py); 5 null sd of the mean over models is about 4 of its sd
     for method in ("naive_entropy", "semantic_entropy", "aleatoric"):
-        assert abs(mean[("truthfulqa", method)] - 0.5) < 0.1, method
+        per_model = _get(rows, "auroc", problem="truthfulqa", method=method)
+        sds = [
+            auroc_sd(0.5, r["n_correct"], r["n"] - r["n_correct"])
+            for r in per_model
+            if r["model"] != qs.MEAN
+        ]
+        tolerance = 5 * np.sqrt(np.sum(np.square(sds))) / len(sds)
+        assert abs(mean[("truthfulqa", method)] - 0.5) < tolerance, (method, tolerance)
     # the mean over models is the run-by-run mean of the per-model AUROCs
     per_model = [
         r["mean"]
@@ -97,7 +119,8 @@ def test_significance_tests_are_bh_adjusted_and_directed(rows):
     # by either test
     for test in ("splits", "questions"):
         assert lift[("truthfulqa", test)]["lo"] > 0 and lift[("truthfulqa", test)]["p"] < 0.05
-    assert lift[("nq_open", "questions")]["p"] > 0.05  # noise added to noise
+    # noise added to noise (NULL_P)
+    assert lift[("nq_open", "questions")]["p"] > NULL_P
 
 
 def test_the_question_level_test_sees_real_differences_only(rows):
@@ -114,7 +137,7 @@ def test_the_question_level_test_sees_real_differences_only(rows):
     r = by[("nq_open", "aleatoric", "p_true")]
     assert r["difference"] < -0.15 and r["hi"] < 0 and r["p_bh"] < 0.05
     for baseline in ("naive_entropy", "semantic_entropy"):  # noise against noise
-        assert by[("truthfulqa", "aleatoric", baseline)]["p_bh"] > 0.05
+        assert by[("truthfulqa", "aleatoric", baseline)]["p_bh"] > NULL_P
 
 
 def test_spearman_per_model_and_pooled_within_model():

@@ -46,7 +46,9 @@ def test_map_converges_on_an_mlp_and_is_deterministic():
     a = train.fit_map(m.apply, lik, m.params, x, y)
     b = train.fit_map(m.apply, lik, m.params, x, y)
     assert a.converged and a.grad_norm <= train.MapConfig().grad_tol
-    assert a.loss == b.loss
+    assert a.loss == b.loss  # the same run twice on one machine: bit for bit
+    # 5 % of the labels are flipped (binomial sd 1.5 % at n = 200), so a fit of the XOR rule
+    # scores ~0.95 on them: 0.895-0.97 over 12 draws of the data and initialisation
     accuracy = jnp.mean((m.apply(a.params, x)[:, 0] > 0) == (y == 1))
     assert accuracy > 0.85
 
