@@ -4,7 +4,7 @@ ground truth is known: which score predicts correctness, and how strongly."""
 import numpy as np
 import pytest
 from scipy import stats
-from test_metrics import auroc_sd, logistic_link_auroc
+from test_stats import auroc_sd, logistic_link_auroc
 
 from experiments import llm_qa_stats as qs
 
@@ -74,7 +74,7 @@ def test_aurocs_find_the_informative_score(rows):
     assert mean[("truthfulqa", "epistemic")] > 0.7 and mean[("truthfulqa", "epi_alea")] > 0.7
     assert mean[("nq_open", "p_true")] > 0.7
     # noise: each model's split mean scatters about 0.5 with ~1.25x the null sd of a full-sample
-    # AUROC (tests/test_metrics.py); 5 null sd of the mean over models is about 4 of its sd
+    # AUROC (tests/test_stats.py); 5 null sd of the mean over models is about 4 of its sd
     for method in ("naive_entropy", "semantic_entropy", "aleatoric"):
         per_model = _get(rows, "auroc", problem="truthfulqa", method=method)
         sds = [
