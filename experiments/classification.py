@@ -107,14 +107,13 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
         model.apply, fit.params, x, y, grid, lik, cfg.map.prior_precision, k_la, n_params,
         cfg.la_max_full_params, cfg.la_samples,
     )  # fmt: skip
-    as_2d = lambda a: np.asarray(a).reshape(len(grid), -1)  # noqa: E731
     return (
         methods.compute_all(fitted, problem.task)
         | report.diagnostic_arrays(d)
         | {
-            "reference/epistemic": as_2d(ref.epistemic),
-            "reference/aleatoric": as_2d(ref.aleatoric),
-            "probs": as_2d(methods.gradient_norms(fitted).probs),
+            "reference/epistemic": fitted.as_2d(ref.epistemic),
+            "reference/aleatoric": fitted.as_2d(ref.aleatoric),
+            "probs": fitted.as_2d(methods.gradient_norms(fitted).probs),
             "x": np.asarray(x),
             "y": np.asarray(y),
             "n_params": np.asarray(n_params),

@@ -90,7 +90,7 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
         methods.compute_all(fitted, "gaussian")
         | report.diagnostic_arrays(d)
         | {
-            "reference/epistemic": np.asarray(ref.epistemic).reshape(len(grid), -1),
+            "reference/epistemic": fitted.as_2d(ref.epistemic),
             "reference_mean": ref.mean[:, 0],
             "map_mean": np.asarray(methods.gradient_norms(fitted).probs),
             "grid": np.asarray(grid),

@@ -69,9 +69,8 @@ def main(
     work = root / "results" / profile / name
     key_base = (experiment.unit_settings(cfg), cache.code_version(*experiment.code))
 
-    def compute(item, seed, log):
-        ctx = Context(log, root / "results", work, cache.fingerprint(key_base, item, seed))
-        return experiment.compute(cfg, item, seed, ctx)
+    def compute(item, seed, log, key):
+        return experiment.compute(cfg, item, seed, Context(log, root / "results", work, key))
 
     units = run_units(
         f"{name} {profile}",

@@ -15,13 +15,14 @@ def run_units(
     seeds: Sequence[int],
     cache_dir: pathlib.Path,
     key_base: object,
-    compute: Callable[[object, int, Callable[[str], None]], dict[str, np.ndarray]],
+    compute: Callable[[object, int, Callable[[str], None], str], dict[str, np.ndarray]],
     run_missing: bool = True,
 ) -> dict[tuple[str, int], dict[str, np.ndarray]]:
     """``{(name, seed): arrays}`` for every ``(name, item)`` and seed.
 
-    Each unit is ``compute(item, seed, log)``, cached under ``cache_dir`` by a hash of
-    ``key_base``, the item and the seed (so a changed setting or code version recomputes), and
+    Each unit is ``compute(item, seed, log, key)``, cached under ``cache_dir`` by a hash of
+    ``key_base``, the item and the seed (``key``: so a changed setting or code version
+    recomputes; a unit names its checkpoints by it), and
     loaded instead when present. ``log`` prints a progress line with the elapsed time. With
     ``run_missing=False`` only cached units are returned (the others are listed, not computed).
     """
@@ -37,14 +38,15 @@ def run_units(
                 flush=True,
             )
 
-        path = cache_dir / f"{name}-seed{seed}-{cache.fingerprint(key_base, item, seed)}.npz"
+        key = cache.fingerprint(key_base, item, seed)
+        path = cache_dir / f"{name}-seed{seed}-{key}.npz"
         if path.exists():
             log("cached")
         elif not run_missing:
             log("not computed yet (run_missing = false): left out")
             continue
         units[(name, seed)] = cache.load_or_compute(
-            path, lambda item=item, seed=seed, log=log: compute(item, seed, log)
+            path, lambda item=item, seed=seed, log=log, key=key: compute(item, seed, log, key)
         )
         log(f"done; ETA {(time.monotonic() - start) / i * (len(todo) - i):.0f} s")
     return units
