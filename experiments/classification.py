@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from experiments import classification_report
-from experiments.harness import cache, config, methods, report
+from experiments.harness import agreement, cache, config, methods
 from experiments.harness.experiment import Context, Experiment
 from gnuq import likelihoods, models, problems, train
 from gnuq.baselines.mcmc import McmcConfig
@@ -51,6 +51,9 @@ class Config:
     mcmc: McmcConfig = dataclasses.field(default_factory=McmcConfig)
     la_max_full_params: int = 20_000  # above: KFAC instead of the full GGN
     la_samples: int = 1000  # draws from the Laplace posterior for its aleatoric estimate
+    bootstrap_resamples: int = 1000  # for every correlation's 95% interval
+    # seeds whose MLPs also get the reference from independent MAPs (one chain from each)
+    robust_seeds: tuple[int, ...] = (0,)
 
 
 def check(cfg: Config) -> None:
@@ -84,9 +87,10 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
     )
 
     start = time.monotonic()
+    identity = ("classification", spec, cfg.activation, cfg.map, seed)  # model, data and MAP
     ref = cache.reference(
         ctx.results / "mcmc",
-        ("classification", spec, cfg.activation, cfg.map, seed),  # model, data and MAP
+        identity,
         k_mcmc,
         model.apply,
         lik,
@@ -97,19 +101,29 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
         cfg.map.prior_precision,
         cfg.mcmc,
     )
-    d = ref.diagnostics
-    ctx.log(
-        f"NUTS: R-hat {d.rhat_max:.3f}, bulk ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
-        f"{'ok' if d.ok else 'FAILED the gate'} ({time.monotonic() - start:.0f} s)"
-    )
+    ctx.log(f"NUTS from the MAP: {_summary(ref.diagnostics, start)}")
 
     fitted = methods.Fit(
         model.apply, fit.params, x, y, grid, lik, cfg.map.prior_precision, k_la, n_params,
         cfg.la_max_full_params, cfg.la_samples,
     )  # fmt: skip
+    robust = None
+    if spec.widths and seed in cfg.robust_seeds:
+        start = time.monotonic()
+        robust = cache.robust_reference(
+            ctx.results / "mcmc", identity, jax.random.fold_in(jax.random.key(seed), 1),
+            lambda k: models.mlp(k, problem.input_dim, spec.widths, outputs, cfg.activation).params,
+            lambda p: train.fit_map(model.apply, lik, p, x, y, cfg.map).params,
+            model.apply, lik, x, y, grid, cfg.map.prior_precision, cfg.mcmc,
+        )  # fmt: skip
+        ctx.log(f"NUTS from independent MAPs: {_summary(robust.diagnostics, start)}")
+    arrays = methods.compute_all(fitted, problem.task)
+    arrays |= agreement.every_agreement(
+        problem.task, arrays, ref, robust, grid, x, cfg.bootstrap_resamples, seed
+    )
     return (
-        methods.compute_all(fitted, problem.task)
-        | report.diagnostic_arrays(d)
+        arrays
+        | agreement.diagnostic_arrays(ref.diagnostics)
         | {
             "reference/epistemic": fitted.as_2d(ref.epistemic),
             "reference/aleatoric": fitted.as_2d(ref.aleatoric),
@@ -123,6 +137,13 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
     )
 
 
+def _summary(d, start: float) -> str:
+    return (
+        f"R-hat {d.rhat_max:.3f}, bulk ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
+        f"{'ok' if d.ok else 'FAILED the gate'} ({time.monotonic() - start:.0f} s)"
+    )
+
+
 EXPERIMENT = Experiment(
     name="classification",
     schema=Config,
@@ -130,7 +151,12 @@ EXPERIMENT = Experiment(
     units=lambda cfg: [(spec.name, spec) for spec in cfg.problems],
     compute=compute,
     render=classification_report.render,
-    code=("gnuq", "experiments.harness.methods", sys.modules[__name__]),
+    code=(
+        "gnuq",
+        "experiments.harness.methods",
+        "experiments.harness.agreement",
+        sys.modules[__name__],
+    ),
     unit_settings=lambda cfg: dataclasses.replace(cfg, seeds=(), problems=()),
     check=check,
     description=__doc__.split("\n\n")[0],

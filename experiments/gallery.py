@@ -2,11 +2,12 @@
 
 - ``figures/<profile>/table1.md`` (and ``.tex``): the paper's summary table (binary, 4-class and
   regression; epistemic and aleatoric; Pearson r / Spearman rho), assembled from the
-  experiments' ``results.json``, our "mean [min, max]" over seeds beside the paper's value;
+  experiments' ``results.json``, our "mean [95% interval]" over seeds on the data region and
+  the whole box beside the paper's value;
 - the gallery, ``figures/README.md`` for the quick profile (the page a reader of the repository
   sees) and ``figures/<profile>/README.md`` for the others: per experiment its run (commit, wall
   time), the reference diagnostics that pass the gate, the paper's claims marked holds / fails
-  with the evidence, every table and every figure.
+  holds / fails / inconclusive with the evidence, every table and every figure.
 
 Rendered from files only (results.json, the tables, claims.md, reproduce.json), so it never
 recomputes anything. Run as ``python -m experiments.gallery --profile quick``.
@@ -19,6 +20,7 @@ import sys
 from collections import defaultdict
 
 from experiments.harness import report
+from experiments.harness.agreement import PAPER_REFERENCE, REGIONS
 from experiments.harness.config import PROFILES
 from experiments.harness.paper_values import paper_value
 
@@ -50,6 +52,7 @@ TABLE1 = [  # (experiment, problem, label, quantity, method): the rows of the pa
     ),
 ]
 SETTINGS = {"binary": "binary", "multiclass": "4-class", "regression": "regression"}
+VERDICTS = ("holds", "fails", "inconclusive", "untestable")
 
 
 def profile_dir(root: pathlib.Path, profile: str) -> pathlib.Path:
@@ -70,28 +73,35 @@ def load_results(root: pathlib.Path, profile: str) -> dict[str, dict]:
 
 
 def table1(results: dict[str, dict], profile: str) -> tuple[str, str]:
-    """The paper's Table 1 from the binary, multiclass and regression results (overall rows)."""
-    cells: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    """The paper's Table 1 from the binary, multiclass and regression results (overall rows),
+    against the paper-protocol reference, on the data region and the whole box."""
+    cells: dict[tuple, list[dict]] = defaultdict(list)
     for experiment in SETTINGS:
         for rec in results.get(experiment, {}).get("records", []):
-            if rec["class"] == "overall" and "pearson" in rec:
-                key = (experiment, rec["problem"], rec["quantity"], rec["method"])
-                cells[key].append((rec["pearson"], rec["spearman"]))
+            if rec["class"] == "overall" and rec["reference"] == PAPER_REFERENCE:
+                key = (experiment, rec["problem"], rec["quantity"], rec["method"], rec["region"])
+                cells[key].append(rec)
     body = []
     for experiment, problem, label, quantity, method in TABLE1:
-        ours = cells.get((experiment, problem, quantity, method), [])
         paper = paper_value(experiment, problem, quantity, method, "overall")
         line = [SETTINGS[experiment], label, f"{quantity} ({method})"]
-        for stat in (0, 1):
-            line.append(report.spread_cell([v[stat] for v in ours]))
-            line.append("—" if paper is None else f"{paper[stat]:.2f}")
+        for i, stat in enumerate(("pearson", "spearman")):
+            for region in REGIONS:
+                line.append(
+                    report.interval_cell(
+                        cells.get((experiment, problem, quantity, method, region), []), stat
+                    )
+                )
+            line.append("—" if paper is None else f"{paper[i]:.2f}")
         body.append(line)
-    header = ["setting", "problem", "estimate", "r", "paper r", "ρ", "paper ρ"]
+    header = ["setting", "problem", "estimate"]
+    for stat in ("r", "ρ"):
+        header += [f"{stat} ({region})" for region in REGIONS] + [f"paper {stat}"]
     caption = (
-        f"Table 1: correlation with the NUTS reference over the evaluation grid, ours as mean "
-        f"[min, max] over seeds ({profile} profile) beside the paper's. GN: ‖∇θp‖²; LA: "
-        f"Laplace; PE: "
-        f"p(1 − p) at the MAP. From the binary, multiclass and regression results."
+        f"Table 1: correlation with the NUTS reference started at the MAP (the paper's "
+        f"protocol), ours as mean [95% interval] over seeds ({profile} profile) on the data "
+        f"region (the training data's bounding box) and on the whole evaluation box, beside "
+        f"the paper's. GN: ‖∇θp‖²; LA: Laplace; PE: p(1 − p) at the MAP. {report.INTERVAL_NOTE}"
     )
     return report.rows_table(header, body, caption)
 
@@ -111,7 +121,12 @@ def _diagnostics(data: dict) -> str:
     if not rows:
         return ""
     ok = sum(bool(r["ok"]) for r in rows)
-    failed = [f"{r['problem']} {r['model']} seed {r['seed']}" for r in rows if not r["ok"]]
+    failed = [
+        f"{r['problem']} {r['model']} seed {r['seed']}"
+        + (f" ({r['reference']})" if r.get("reference", PAPER_REFERENCE) != PAPER_REFERENCE else "")
+        for r in rows
+        if not r["ok"]
+    ]
     line = f"NUTS references passing the convergence gate: **{ok} of {len(rows)}**"
     return line + (f" (failed: {', '.join(failed)})" if failed else "")
 
@@ -164,12 +179,11 @@ def gallery(root: pathlib.Path, profile: str) -> pathlib.Path:
         else:
             lines.append("- the last `make reproduce` run stopped before its end")
     all_claims = [c for name in results for c in _claims(directory / name)]
-    holds = sum("**holds**" in c for c in all_claims)
-    fails = sum("**fails**" in c for c in all_claims)
-    untestable = sum("**untestable**" in c for c in all_claims)
+    count = {v: sum(f"**{v}**" in c for c in all_claims) for v in VERDICTS}
     lines += [
-        f"- the paper's qualitative claims: {holds} hold, {fails} fail"
-        + (f", {untestable} untestable at this size" if untestable else "")
+        "- the paper's qualitative claims, decided against 95% intervals (a claim tested on two "
+        "regions counts once per region): "
+        + ", ".join(f"{n} {v}" for v, n in count.items() if n)
         + " (listed below)",
         "",
     ]

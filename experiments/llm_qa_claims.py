@@ -51,12 +51,31 @@ def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
         return ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in means[d].items())
 
     t, r = means[truthful], means[recall]
-    claim(
-        "on TruthfulQA the combined estimate has the highest mean AUROC of all methods",
-        t["epi_alea"] == max(t.values()),
-        listing(truthful),
-    )
     q_tests = pick(rows, "question_test", problem=truthful, method="epi_alea")
+    lift = {(x["problem"], x["test"]): x for x in pick(rows, "lift")}
+    # highest: ahead of every baseline (BH-adjusted test over questions) and of the aleatoric
+    # estimate alone (the lift test); behind one of them significantly: fails; else a tie
+    ahead = [x["difference"] > 0 and x["p_bh"] < 0.05 for x in q_tests]
+    behind = [x["difference"] < 0 and x["p_bh"] < 0.05 for x in q_tests]
+    aleatoric = lift.get((truthful, "questions"))
+    if aleatoric is not None:
+        ahead.append(aleatoric["difference"] > 0 and aleatoric["p"] < 0.05)
+        behind.append(aleatoric["difference"] < 0 and aleatoric["p"] < 0.05)
+    highest = (
+        "holds"
+        if t["epi_alea"] == max(t.values()) and len(ahead) == 4 and all(ahead)
+        else "fails"
+        if any(behind)
+        else "inconclusive"
+    )
+    lines.append(
+        f"- **{highest}**: on TruthfulQA the combined estimate has the highest mean AUROC of all "
+        "methods (holds only when it is ahead of every baseline and of the aleatoric estimate "
+        "significantly; a lead inside the noise is inconclusive) ("
+        + listing(truthful)
+        + ("" if aleatoric is None else f"; lift over aleatoric p {aleatoric['p']:.2f}")
+        + ")"
+    )
     s_tests = {
         x["baseline"]: x for x in pick(rows, "paired_t", problem=truthful, method="epi_alea")
     }
@@ -91,7 +110,6 @@ def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
         all(abs(r[m] - 0.5) <= 0.05 for m in ("epistemic", "epi_alea")),
         f"epistemic {r['epistemic']:.2f}, combined {r['epi_alea']:.2f}",
     )
-    lift = {(x["problem"], x["test"]): x for x in pick(rows, "lift")}
     q_lift = {d: lift.get((d, "questions")) for d in (truthful, recall)}
     claim(
         "the epistemic term lifts the aleatoric estimate significantly on TruthfulQA but not on "
@@ -120,15 +138,28 @@ def check_claims(cfg, rows: list[dict], seconds: list[dict]) -> list[str]:
         for x in pick(rows, "transfer_auroc")
         if x["model"] != qs.MEAN and x["method"] in ("raw", "normalized")
     ]
-    claim(
-        "cross-model transfer of the epistemic estimate fails (every held-out AUROC, raw or "
-        "normalized, at most 0.55)",
-        bool(held) and all("auroc" in x and x["auroc"] <= 0.55 for x in held),
-        ", ".join(
-            f"{x['model']} {x['problem']} {x['method']} {x.get('auroc', float('nan')):.2f}"
-            for x in held
-        ),
-    )
+    if len(cfg.models) < 3:
+        lines.append(
+            "- **untestable**: cross-model transfer of the epistemic estimate fails (the paper "
+            "fits on the other models and tests on the held-out one; with "
+            f"{len(cfg.models)} models each fit sees one model only, so a failure cannot be "
+            "told from that model's own scale: held-out AUROCs "
+            + ", ".join(
+                f"{x['model']} {x['problem']} {x['method']} {x.get('auroc', float('nan')):.2f}"
+                for x in held
+            )
+            + ")"
+        )
+    else:
+        claim(
+            "cross-model transfer of the epistemic estimate fails (every held-out AUROC, raw or "
+            "normalized, at most 0.55)",
+            bool(held) and all("auroc" in x and x["auroc"] <= 0.55 for x in held),
+            ", ".join(
+                f"{x['model']} {x['problem']} {x['method']} {x.get('auroc', float('nan')):.2f}"
+                for x in held
+            ),
+        )
     ratios = []
     for model in cfg.models:
         cell = {

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from experiments import regression_report
-from experiments.harness import cache, config, methods, report
+from experiments.harness import agreement, cache, config, methods
 from experiments.harness.experiment import Context, Experiment, run
 from gnuq import likelihoods, models, problems, train
 from gnuq.baselines import curvature, laplace
@@ -48,6 +48,9 @@ class Config:
     activation: str = "tanh"
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     mcmc: McmcConfig = dataclasses.field(default_factory=McmcConfig)
+    bootstrap_resamples: int = 1000  # for every correlation's 95% interval
+    # seeds whose MLPs also get the reference from independent MAPs (one chain from each)
+    robust_seeds: tuple[int, ...] = (0,)
 
 
 def check(cfg: Config) -> None:
@@ -75,20 +78,30 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
         ctx.results / "mcmc", identity, k_mcmc, model.apply, lik, x, y, fit.params, grid, lam,
         cfg.mcmc,
     )  # fmt: skip
-    d = ref.diagnostics
-    ctx.log(
-        f"NUTS: R-hat {d.rhat_max:.3f}, ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
-        f"{'ok' if d.ok else 'FAILED the gate'} ({time.monotonic() - start:.0f} s)"
-    )
+    ctx.log(f"NUTS from the MAP: {_summary(ref.diagnostics, start)}")
+    robust = None
+    if spec.widths and seed in cfg.robust_seeds:
+        start = time.monotonic()
+        robust = cache.robust_reference(
+            ctx.results / "mcmc", identity, jax.random.fold_in(jax.random.key(seed), 1),
+            lambda k: models.mlp(k, 1, spec.widths, 1, cfg.activation).params,
+            lambda p: train.fit_map(model.apply, lik, p, x, y, cfg.map).params,
+            model.apply, lik, x, y, grid, lam, cfg.mcmc,
+        )  # fmt: skip
+        ctx.log(f"NUTS from independent MAPs: {_summary(robust.diagnostics, start)}")
     n_params = models.count_params(model.params)
     fitted = methods.Fit(model.apply, fit.params, x, y, grid, lik, lam, k_mcmc, n_params)
+    arrays = methods.compute_all(fitted, "gaussian")
+    arrays |= agreement.every_agreement(
+        "gaussian", arrays, ref, robust, grid, x, cfg.bootstrap_resamples, seed
+    )
     spectra = {}
     for kind in ("hessian", "ggn"):
         c = curvature.curvature(model.apply, fit.params, x, y, lik, kind=kind).matrix
         spectra[kind] = laplace.spectrum(c + lam * np.eye(len(c))).eigenvalues
     return (
-        methods.compute_all(fitted, "gaussian")
-        | report.diagnostic_arrays(d)
+        arrays
+        | agreement.diagnostic_arrays(ref.diagnostics)
         | {
             "reference/epistemic": fitted.as_2d(ref.epistemic),
             "reference_mean": ref.mean[:, 0],
@@ -103,6 +116,13 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
     )
 
 
+def _summary(d, start: float) -> str:
+    return (
+        f"R-hat {d.rhat_max:.3f}, ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
+        f"{'ok' if d.ok else 'FAILED the gate'} ({time.monotonic() - start:.0f} s)"
+    )
+
+
 EXPERIMENT = Experiment(
     name="regression",
     schema=Config,
@@ -110,7 +130,12 @@ EXPERIMENT = Experiment(
     units=lambda cfg: [(spec.name, spec) for spec in cfg.problems],
     compute=compute,
     render=regression_report.render,
-    code=("gnuq", "experiments.harness.methods", sys.modules[__name__]),
+    code=(
+        "gnuq",
+        "experiments.harness.methods",
+        "experiments.harness.agreement",
+        sys.modules[__name__],
+    ),
     unit_settings=lambda cfg: dataclasses.replace(cfg, seeds=(), problems=()),
     check=check,
     description=__doc__.split("\n\n")[0],

@@ -28,7 +28,7 @@ import numpy as np
 
 import gnuq
 from experiments import scaling_report
-from experiments.harness import cache, config, report
+from experiments.harness import agreement, cache, config
 from experiments.harness.experiment import Context, Experiment, run
 from gnuq import likelihoods, models, problems, train
 from gnuq.baselines import mcmc_resumable
@@ -134,7 +134,7 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
     )
     return (
         arrays
-        | report.diagnostic_arrays(d)
+        | agreement.diagnostic_arrays(d)
         | {
             "sampled": np.asarray(True),
             "mcmc_epi": np.asarray(ref.epistemic),

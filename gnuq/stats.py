@@ -1,9 +1,11 @@
-"""Agreement statistics between an estimate and its reference, summaries across seeds, and the
-statistics of predicting a binary outcome from scores (AUROC of a logistic regression over random
-train/test splits, paired bootstrap, Benjamini-Hochberg)."""
+"""Agreement statistics between an estimate and its reference (with block-bootstrap confidence
+intervals), summaries across seeds, and the statistics of predicting a binary outcome from scores
+(AUROC of a logistic regression over random train/test splits, paired bootstrap,
+Benjamini-Hochberg)."""
 
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -36,6 +38,162 @@ def class_correlations(estimate, reference) -> list[tuple[int | str, float, floa
     classes = range(estimate.shape[1]) if estimate.shape[1] > 1 else []
     per_class = [(c, *correlations(estimate[:, c], reference[:, c])) for c in classes]
     return [*per_class, ("overall", *correlations(estimate, reference))]
+
+
+class Agreement(NamedTuple):
+    """Pearson r and Spearman rho with their bootstrap intervals ``(low, high)``."""
+
+    pearson: float
+    spearman: float
+    pearson_ci: tuple[float, float]
+    spearman_ci: tuple[float, float]
+
+
+def grid_blocks(points, per_axis: int) -> np.ndarray:
+    """Labels ``[G]`` of spatial blocks: every coordinate of ``points [G, D]`` cut into
+    ``per_axis`` equal-width bins over its range, a block per occupied cell of that lattice."""
+    pts = np.asarray(points, np.float64)
+    pts = pts[:, None] if pts.ndim == 1 else pts
+    lo, hi = pts.min(0), pts.max(0)
+    width = np.where(hi > lo, (hi - lo) / per_axis, 1.0)
+    bins = np.minimum(((pts - lo) / width).astype(int), per_axis - 1)
+    return np.unique(bins, axis=0, return_inverse=True)[1].ravel()
+
+
+def bootstrap_agreement(
+    estimate,
+    reference,
+    cell_blocks,
+    *,
+    reference_replicates=None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> Agreement:
+    """Pearson r and Spearman rho of ``estimate`` vs ``reference`` with percentile intervals
+    from a two-way block bootstrap.
+
+    Resample i draws spatial blocks of evaluation cells with replacement (labels
+    ``cell_blocks [G]``: neighbouring cells are not independent, so whole blocks move) and, when
+    ``reference_replicates [R, G(, K)]`` is given (R = resamples; e.g. the reference recomputed
+    from a resample of blocks of posterior draws, ``gnuq.baselines.moments.block_bootstrap``),
+    compares with its row i instead of ``reference``. A cell drawn m times counts m times in
+    both correlations (weighted Pearson; Spearman on weighted mid-ranks). The interval thus
+    covers the grid's and the reference's Monte Carlo error; a seed's data and MAP are fixed.
+
+    ``estimate`` and ``reference`` are ``[G]`` or ``[G, K]``; the K columns of a cell move
+    together and are pooled, as in ``class_correlations``'s "overall".
+    """
+    est = np.asarray(estimate, np.float64)
+    ref = np.asarray(reference, np.float64)
+    labels = np.asarray(cell_blocks)
+    if est.shape != ref.shape or est.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"estimate {est.shape}, reference {ref.shape} and cell_blocks {labels.shape} must "
+            "share the leading (cell) axis, and estimate and reference their shape"
+        )
+    if reference_replicates is not None:
+        reference_replicates = np.asarray(reference_replicates)
+        if reference_replicates.shape[1:] != ref.shape:
+            raise ValueError(
+                f"reference_replicates {reference_replicates.shape} must be [R, *{ref.shape}]"
+            )
+        resamples = len(reference_replicates)
+    r, rho = correlations(est, ref)
+    per_cell = est[0].size
+    flat_est = est.reshape(-1)
+    _, index = np.unique(labels, return_inverse=True)
+    n_labels = index.max() + 1
+    rng = np.random.default_rng(seed)
+    samples = []
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        tiles = rng.multinomial(n_labels, np.full(n_labels, 1 / n_labels), size=rows)
+        w = np.repeat(tiles[:, index], per_cell, axis=1).astype(np.float64)  # [R, G * K]
+        refs = (
+            ref.reshape(-1)
+            if reference_replicates is None
+            else reference_replicates[start : start + rows].reshape(rows, -1).astype(np.float64)
+        )
+        samples.append(
+            np.stack(
+                [
+                    _weighted_pearson(flat_est, refs, w),
+                    _weighted_pearson(_weighted_ranks(flat_est, w), _weighted_ranks(refs, w), w),
+                ],
+                axis=1,
+            )
+        )
+    samples = np.concatenate(samples)
+    bad = np.mean(~np.isfinite(samples))
+    if bad > 0.01:
+        warnings.warn(
+            f"bootstrap_agreement: {bad:.1%} of resamples have an undefined correlation (a "
+            "constant resample); the interval ignores them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    tail = (1 - level) / 2
+    lo, hi = np.nanquantile(samples, [tail, 1 - tail], axis=0)
+    return Agreement(r, rho, (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+
+
+def seed_interval(
+    values, within=None, level: float = 0.95, clip: bool = True
+) -> tuple[float, float]:
+    """A ``level`` interval for the mean over seeds of ``values``: mean +- t_{n-1} s / sqrt(n)
+    (each seed's value already carries its own Monte Carlo error, so s covers it), clipped to
+    a correlation's [-1, 1] unless ``clip`` is False; for one seed, that seed's own interval
+    ``within`` (low, high)."""
+    v = np.asarray(values, np.float64)
+    if v.size == 1:
+        if within is None:
+            raise ValueError("one seed: pass its own interval as within")
+        return float(within[0]), float(within[1])
+    half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    lo, hi = v.mean() - half, v.mean() + half
+    return (float(max(-1.0, lo)), float(min(1.0, hi))) if clip else (float(lo), float(hi))
+
+
+def _weighted_pearson(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson r of ``a, b`` (``[M]`` or ``[R, M]``) with multiplicities ``w [R, M]``."""
+    total = w.sum(axis=1, keepdims=True)
+    da = a - (w * a).sum(axis=1, keepdims=True) / total
+    db = b - (w * b).sum(axis=1, keepdims=True) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * da * db).sum(1) / np.sqrt((w * da**2).sum(1) * (w * db**2).sum(1))
+
+
+def _weighted_ranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Row-wise mid-ranks of ``values [M]`` (shared by every row) or ``[R, M]`` when entry j
+    appears ``w[:, j]`` times: the ranks ``scipy.stats.rankdata`` gives the array with every
+    entry repeated (ties share their mean rank)."""
+    shared = values.ndim == 1
+    v2 = values[None] if shared else values
+    order = np.argsort(v2, axis=1, kind="stable")
+    v = np.take_along_axis(v2, order, axis=1)
+    m = v.shape[1]
+    cols = np.arange(m)[None]
+    change = v[:, 1:] != v[:, :-1]
+    starts = np.concatenate([np.ones((len(v), 1), bool), change], axis=1)
+    ends = np.concatenate([change, np.ones((len(v), 1), bool)], axis=1)
+    first = np.maximum.accumulate(np.where(starts, cols, 0), axis=1)  # tie group's first column
+    last = np.minimum.accumulate(np.where(ends, cols, m - 1)[:, ::-1], axis=1)[:, ::-1]
+    if shared:
+        order, first, last = order[0], first[0], last[0]
+        cum = np.cumsum(w[:, order], axis=1)
+        before = np.where(first > 0, cum[:, np.maximum(first - 1, 0)], 0.0)
+        mid = before + (cum[:, last] - before + 1) / 2
+        ranks = np.empty_like(mid)
+        ranks[:, order] = mid
+        return ranks
+    cum = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+    before = np.where(first > 0, np.take_along_axis(cum, np.maximum(first - 1, 0), 1), 0.0)
+    mid = before + (np.take_along_axis(cum, last, 1) - before + 1) / 2
+    ranks = np.empty_like(mid)
+    np.put_along_axis(ranks, order, mid, axis=1)
+    return ranks
 
 
 def spread(values) -> tuple[float, float, float]:

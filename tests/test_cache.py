@@ -21,7 +21,7 @@ def test_fingerprint_changes_with_content():
     a = cache.fingerprint({"x": np.arange(3)}, McmcConfig())
     assert a == cache.fingerprint({"x": np.arange(3)}, McmcConfig())
     assert a != cache.fingerprint({"x": np.arange(3) + 1}, McmcConfig())
-    assert a != cache.fingerprint({"x": np.arange(3)}, McmcConfig(num_samples=7))
+    assert a != cache.fingerprint({"x": np.arange(3)}, McmcConfig(num_samples=17))
     # no two different structures may hash alike
     assert cache.fingerprint((1, 23)) != cache.fingerprint((12, 3))
     assert cache.fingerprint({"a": "b"}) != cache.fingerprint({"a:b": ""})

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from experiments import classification
-from experiments.harness import methods
+from experiments.harness import agreement, methods
 from experiments.harness.experiment import main
 from gnuq import problems
 
@@ -28,7 +28,18 @@ def test_smoke_profile_end_to_end(tmp_path, name):
     assert data["records"] and data["diagnostics"]
     for rec in data["records"]:
         assert -1 <= rec["pearson"] <= 1 and -1 <= rec["spearman"] <= 1
-    found = {(r["quantity"], r["method"]) for r in data["records"]}
+        for stat in ("pearson", "spearman"):
+            lo, hi = rec[f"{stat}_ci"]
+            assert -1 <= lo <= hi <= 1
+        assert rec["region"] in agreement.REGIONS
+    robust = [
+        r for r in data["records"] if agreement.ROBUST_REFERENCE in (r["reference"], r["method"])
+    ]
+    # the binary smoke profile's MLP (XOR) has the reference from independent MAPs, and each
+    # method is compared with both references; the multiclass smoke profile leaves it out
+    assert bool(robust) == (name == "binary")
+    assert all(r["problem"] == "xor" for r in robust)
+    found = {(r["quantity"], r["method"]) for r in data["records"] if r not in robust}
     task = "bernoulli" if name == "binary" else "categorical"
     registered = {(q, m) for q in methods.QUANTITIES for m in methods.table_columns(task, q)}
     assert (
@@ -45,6 +56,7 @@ def test_smoke_profile_end_to_end(tmp_path, name):
     )
     if name == "multiclass":
         assert {r["class"] for r in data["records"]} == {0, 1, 2, 3, "overall"}
+    assert len(data["diagnostics"]) == 2 + (name == "binary")
     for row in data["diagnostics"]:
         # smoke chains are far too short to pass the gate whatever the draws: 2 x 60 draws cap
         # the bulk ESS at N log10 N = 250 < 400

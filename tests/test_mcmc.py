@@ -13,7 +13,7 @@ import pytest
 from scipy import signal, special, stats
 
 from gnuq import likelihoods, models, problems, train
-from gnuq.baselines import mcmc
+from gnuq.baselines import mcmc, moments
 
 # 2 000 draws per chain: an ESS of ~4 000 for every quantity, where mixing chains pass the 1.01
 # R-hat gate but for a chance of about 1e-6 (_mixing_rhat_bound)
@@ -271,3 +271,31 @@ def test_bad_config_values():
         mcmc.McmcConfig(num_samples=0)
     with pytest.warns(UserWarning, match="one chain"):
         mcmc.McmcConfig(num_chains=1)
+
+
+def test_block_moments_merge_to_the_moments_of_any_resample():
+    """Ground truth: the moments of the draws themselves, all of them and a resample that takes
+    whole blocks with multiplicities."""
+    positions = {"w": jax.random.normal(jax.random.key(1), (3, 37, 2))}
+    x = jnp.linspace(-1, 1, 5)[:, None]
+
+    def predict(p, xx):
+        return jax.nn.sigmoid(xx * p["w"][0] + p["w"][1])  # [N, 1]
+
+    blocks = moments.block_moments(predict, positions, x, blocks_per_chain=4, sample_chunk=10)
+    assert blocks.count.tolist() == [10, 9, 9, 9] * 3 and blocks.mean.shape == (12, 5, 1)
+    draws = np.asarray(jax.vmap(jax.vmap(lambda p: predict(p, x)))(positions), np.float64)
+    per_block = [draws[c][i] for c in range(3) for i in np.array_split(np.arange(37), 4)]
+    weights = np.random.default_rng(0).multinomial(12, np.full(12, 1 / 12), size=3)
+    merged = moments.merge_blocks(blocks, weights)
+    for row, w in enumerate(weights):
+        resample = np.concatenate([b for b, k in zip(per_block, w, strict=True) for _ in range(k)])
+        np.testing.assert_allclose(merged.mean[row], resample.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(merged.variance[row], resample.var(0), rtol=1e-5)
+        np.testing.assert_allclose(merged.ale[row], (resample * (1 - resample)).mean(0), rtol=1e-6)
+    total = moments.merge_blocks(blocks)
+    np.testing.assert_allclose(total.variance, draws.reshape(-1, 5, 1).var(0), rtol=1e-5)
+    boot = moments.block_bootstrap(blocks, resamples=7, seed=0, chunk=3)
+    assert boot.variance.shape == (7, 5, 1)
+    with pytest.raises(ValueError, match="blocks_per_chain"):
+        moments.block_moments(predict, positions, x, blocks_per_chain=38)

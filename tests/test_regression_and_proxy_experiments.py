@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from experiments import proxy_bias, regression
-from experiments.harness import methods
+from experiments.harness import agreement, methods
 from experiments.harness.experiment import main
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
@@ -25,14 +25,19 @@ def test_regression_smoke(tmp_path):
     assert main(regression.EXPERIMENT, ["--profile", "smoke"], root=tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / "regression"
     data = json.loads((out / "results.json").read_text())
-    # every registered method for a Gaussian likelihood, and each against GN
+    # every registered method for a Gaussian likelihood, and each against GN; the MLP also
+    # against the reference from independent MAPs, which is compared with the MAP-started one
+    robust = agreement.ROBUST_REFERENCE
+    assert {r["problem"] for r in data["records"] if robust in (r["reference"], r["method"])} == {
+        "nonlinear_1d"
+    }
     assert (
-        {r["method"] for r in data["records"]}
+        {r["method"] for r in data["records"] if r["method"] != robust}
         == set(methods.table_columns("gaussian", "epistemic"))
         >= {"GN", "LA", "GN-vs-LA"}
     )
     assert all(-1 <= r["pearson"] <= 1 and -1 <= r["spearman"] <= 1 for r in data["records"])
-    assert len(data["diagnostics"]) == 2
+    assert len(data["diagnostics"]) == 3  # two problems, and the MLP's robust reference
     for row in data["spectra"]:
         assert 0 < row["min"] <= row["max"] and math.isfinite(row["ratio"])
     assert (out / "bands.png").exists() and (out / "table9.md").exists()

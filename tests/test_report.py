@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from experiments.harness import report
+from experiments.harness import agreement, report
 from experiments.harness.paper_values import paper_value
 
 
@@ -18,9 +18,14 @@ def _records(value):
             "seed": s,
             "pearson": value + s / 100,
             "spearman": value,
+            "pearson_ci": [value - 0.1, value + 0.1],
+            "spearman_ci": [value - 0.1, value + 0.1],
+            "reference": "LA" if m == "GN-vs-LA" else agreement.PAPER_REFERENCE,
+            "region": region,
         }
         for m in ("GN", "LA", "GN-vs-LA")
         for s in (0, 1, 2)
+        for region in agreement.REGIONS
     ]
 
 
@@ -33,15 +38,18 @@ def test_paper_numbers_only_in_paper_columns():
         rows=[("xor", "XOR (MLP)", "overall")],
         caption="t",
     )
-    header, _, row = [line for line in md.splitlines() if line.startswith("|")]
+    header, _, *rows = [line for line in md.splitlines() if line.startswith("|")]
     columns = [c.strip() for c in header.strip("|").split("|")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(columns) == len(cells) == 13
-    for column, cell in zip(columns, cells, strict=True):
-        if column == "paper":
-            assert "0.12" not in cell and "0.13" not in cell
-        elif column != "problem":
-            assert cell.startswith("0.13 [0.12, 0.14]") or cell == "0.12 [0.12, 0.12]"
+    assert len(rows) == len(agreement.REGIONS)  # one row per evaluation region
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(columns) == len(cells) == 14
+        for column, cell in zip(columns, cells, strict=True):
+            if column == "paper":
+                assert "0.12" not in cell and "0.13" not in cell
+            elif column not in ("problem", "region"):
+                # the seed mean and its t interval: 0.133 +- 4.30 * 0.01 / sqrt(3)
+                assert cell in ("0.13 [0.11, 0.16]", "0.12 [0.12, 0.12]"), cell
     paper_cells = [c for col, c in zip(columns, cells, strict=True) if col == "paper"]
     expected = [
         paper_value("binary", "xor", "epistemic", m, "overall") for m in ("GN", "LA", "GN-vs-LA")
@@ -59,6 +67,6 @@ def test_missing_paper_value_is_a_dash_and_normalise():
         rows=[("spirals", "nowhere", "overall")],
         caption="t",
     )
-    assert "| nowhere | — | — | — | — |" in md
+    assert "| nowhere | data | — | — | — | — |" in md
     np.testing.assert_allclose(report.normalise([2.0, 4.0, 3.0]), [0.0, 1.0, 0.5])
     assert np.all(report.normalise([1.0, 1.0]) == 0)

@@ -16,6 +16,8 @@ from gnuq.baselines import diagnostics, mcmc, sampler
         ({"sample_chunk": 0}, r"sample_chunk .* must be at least 1, got 0"),
         ({"diagnostic_inputs": 0}, r"diagnostic_inputs .* must be at least 1, got 0"),
         ({"diagnostic_inputs": -5}, r"diagnostic_inputs .* must be at least 1, got -5"),
+        ({"num_samples": 8}, r"moment_blocks .* between 1 and num_samples = 8, got 10"),
+        ({"moment_blocks": 0}, r"moment_blocks .* between 1 and num_samples = 1000, got 0"),
     ],
 )
 def test_settings_that_could_only_fail_after_sampling_are_refused_at_once(setting, hint):
@@ -31,7 +33,7 @@ def test_the_fewest_samples_allowed_are_the_fewest_the_diagnostics_can_read():
     assert np.all(np.isfinite(rhat)) and np.all(np.isfinite(ess))
     with pytest.raises((AssertionError, ValueError)):  # one draw per half: no variance
         diagnostics.split_rhat_and_bulk_ess(draws[:, : sampler.MIN_SAMPLES - 1])
-    sampler.McmcConfig(num_samples=sampler.MIN_SAMPLES)  # accepted
+    sampler.McmcConfig(num_samples=sampler.MIN_SAMPLES, moment_blocks=1)  # accepted
 
 
 def test_mcmc_exposes_the_samplers_names():
@@ -48,8 +50,9 @@ def test_the_progress_bar_changes_no_draw():
     draws = {}
     for progress in (False, True):
         cfg = sampler.McmcConfig(
-            num_warmup=20, num_samples=8, num_chains=2, chain_method="sequential", progress=progress
-        )
+            num_warmup=20, num_samples=8, num_chains=2, chain_method="sequential",
+            progress=progress, moment_blocks=4,
+        )  # fmt: skip
         init = {"x": jnp.zeros((2, 3))}
         draws[progress] = sampler.sample(jax.random.key(0), logdensity, init, cfg).positions["x"]
     assert draws[True].shape == (2, 8, 3)

@@ -230,6 +230,7 @@ SAMPLER_SETTINGS_AFTER_DRAWS = (  # McmcConfig fields that do not change the dra
     "progress",
     "diagnostic_inputs",
     "sample_chunk",
+    "moment_blocks",
     "max_rhat",
     "min_ess",
     "max_divergences",
@@ -250,8 +251,11 @@ def reference(
     x_eval,
     prior_precision: float,
     config: mcmc.McmcConfig,
+    starts: Any = None,
 ) -> mcmc.Reference:
-    """``gnuq.mcmc.reference`` with its draws cached in ``cache_dir/mcmc-<hash>.npz``.
+    """``gnuq.mcmc.reference`` with its draws cached in ``cache_dir/mcmc-<hash>.npz``; with
+    ``starts`` (leaves ``[chains, ...]``) chain i starts from ``starts[i]`` instead of near
+    ``map_params`` (``identity`` must then say how the starts were made).
 
     The hash names what determines the draws as settings, never as arrays a machine computed
     (another CPU's MAP differs in its last digits, and the key must not): ``identity`` describes
@@ -264,13 +268,13 @@ def reference(
     }
     name = fingerprint(
         identity,
+        starts is not None,
         (likelihood.name, likelihood.noise_var),
         prior_precision,
         settings,
         key,
-        code_version(
-            "gnuq.baselines.mcmc",
-            "gnuq.baselines.sampler",
+        code_version(  # what draws the chains, not what summarises them
+            "gnuq.baselines.mcmc:posterior_chains",
             "gnuq.train",
             "gnuq.likelihoods",
             "gnuq.models",
@@ -281,7 +285,34 @@ def reference(
         pathlib.Path(cache_dir) / f"mcmc-{name}.npz",
         map_params,
         lambda: mcmc.posterior_chains(
-            key, apply_fn, likelihood, x_train, y_train, map_params, prior_precision, config
+            key, apply_fn, likelihood, x_train, y_train, map_params, prior_precision, config, starts
         ),
     )
     return mcmc.summarise(apply_fn, likelihood, draws, x_eval, config)
+
+
+def robust_reference(
+    cache_dir: pathlib.Path,
+    identity: Any,
+    key: jax.Array,
+    init: Callable[[jax.Array], Any],
+    fit: Callable[[Any], Any],
+    apply_fn: Callable,
+    likelihood,
+    x_train,
+    y_train,
+    x_eval,
+    prior_precision: float,
+    config: mcmc.McmcConfig,
+) -> mcmc.Reference:
+    """The reference not tied to one MAP: ``config.num_chains`` MAPs, ``fit(init(k))`` from
+    independent initialisations (keys split from ``key``), and chain i started at MAP i, so the
+    chains' R-hat is a between-start diagnostic; cached as ``reference`` caches its draws
+    (``identity`` describes the model, data and MAP settings, as there)."""
+    k_starts, k_mcmc = jax.random.split(key)
+    maps = [fit(init(k)) for k in jax.random.split(k_starts, config.num_chains)]
+    starts = jax.tree.map(lambda *leaves: np.stack(leaves), *maps)
+    return reference(
+        cache_dir, (identity, "independent MAPs"), k_mcmc, apply_fn, likelihood, x_train, y_train,
+        maps[0], x_eval, prior_precision, config, starts,
+    )  # fmt: skip

@@ -1,8 +1,8 @@
 """Results files, tables and uncertainty maps: everything rendered from ``results.json``.
 
 - ``write_results``: the results contract of DESIGN.md, written atomically.
-- ``correlation_table``: Markdown and LaTeX, our "mean [min, max]" across seeds beside the
-  paper's value (from ``gnuq.paper_values``) in its own column.
+- ``correlation_table``: Markdown and LaTeX, our "mean [95% interval]" across seeds, on the data
+  region and the whole box, beside the paper's value (``paper_values``) in its own column.
 - ``maps_figure``: panels of [0, 1]-normalised maps over a 2D grid with the training data.
 """
 
@@ -17,6 +17,12 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments.harness.agreement import (
+    DIAGNOSTIC_FIELDS,
+    PAPER_REFERENCE,
+    REGIONS,
+    ROBUST_REFERENCE,
+)
 from experiments.harness.paper_values import paper_value
 from gnuq import stats
 
@@ -95,27 +101,56 @@ def correlation_table(
     rows: Sequence[Row],
     caption: str,
 ) -> tuple[str, str]:
-    """Markdown and LaTeX tables: per row and method, our Pearson r and Spearman rho as
-    "mean [min, max]" over seeds, each followed by the paper's value ("—" where it has none)."""
-    cells: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    """Markdown and LaTeX tables: per row, once per evaluation region (the training data's
+    bounding box, then the whole box), and per method, our Pearson r and Spearman rho against
+    the paper-protocol reference as "mean [95% interval]" over seeds (``interval_cell``), each
+    followed by the paper's value ("—" where it has none). Records of the robust reference are
+    left out (``robust_table``)."""
+    cells: dict[tuple, list[dict]] = defaultdict(list)
     for rec in records:
-        if rec["quantity"] == quantity:
-            key = (rec["problem"], rec["method"], rec["class"])
-            cells[key].append((rec["pearson"], rec["spearman"]))
-    header = ["problem"]
+        if rec["quantity"] == quantity and ROBUST_REFERENCE not in (
+            rec["reference"],
+            rec["method"],
+        ):
+            cells[(rec["problem"], rec["method"], rec["class"], rec["region"])].append(rec)
+    header = ["problem", "region"]
     for method in methods:
         header += [f"{method} r", "paper", f"{method} ρ", "paper"]
     body = []
     for problem, label, klass in rows:
-        line = [label]
-        for method in methods:
-            ours = cells.get((problem, method, klass), [])
-            paper = paper_value(experiment, problem, quantity, method, klass)
-            for stat in (0, 1):
-                line.append(spread_cell([v[stat] for v in ours]))
-                line.append("—" if paper is None else f"{paper[stat]:.2f}")
-        body.append(line)
+        for region in REGIONS:
+            line = [label, region]
+            for method in methods:
+                ours = cells.get((problem, method, klass, region), [])
+                paper = paper_value(experiment, problem, quantity, method, klass)
+                for stat, name in enumerate(("pearson", "spearman")):
+                    line.append(interval_cell(ours, name))
+                    line.append("—" if paper is None else f"{paper[stat]:.2f}")
+            body.append(line)
+    caption += (
+        f". Each cell: the mean over seeds [95% interval]; {INTERVAL_NOTE}. Region 'data': grid "
+        "cells inside the training data's bounding box; 'box': the whole evaluation grid"
+    )
     return _markdown(header, body, caption), _latex(header, body, caption)
+
+
+INTERVAL_NOTE = (
+    "with several seeds the interval is the mean +- t s / sqrt(n) over seeds (it covers the "
+    "data, the MAP and the Monte Carlo error); with one seed, that seed's two-way block "
+    "bootstrap (spatial blocks of the grid: 8 x 8 tiles of a plane, 16 segments of a line; x "
+    "blocks of consecutive posterior draws, mcmc.moment_blocks per chain)"
+)
+
+
+def interval_cell(records: Sequence[dict], stat: str, fmt: str = "{:.2f}") -> str:
+    """ "mean [low, high]" of ``records``' ``stat`` over seeds (``gnuq.stats.seed_interval``;
+    one seed: its own ``<stat>_ci``); "—" for none."""
+    if not records:
+        return "—"
+    values = [r[stat] for r in records]
+    lo, hi = stats.seed_interval(values, records[0].get(f"{stat}_ci"))
+    f = fmt.format
+    return f"{f(float(np.mean(values)))} [{f(lo)}, {f(hi)}]"
 
 
 def rows_table(header: Sequence[str], body: Sequence[Sequence], caption: str) -> tuple[str, str]:
@@ -185,6 +220,10 @@ def normalise(values) -> np.ndarray:
     return np.zeros_like(v) if span == 0 else (v - v.min()) / span
 
 
+DOTS = {"s": 3, "edgecolors": "white", "linewidths": 0.2, "alpha": 0.7}  # training points
+REGION_EDGE = {"linestyle": "--", "linewidth": 0.7, "edgecolor": "white"}  # the data region
+
+
 def maps_figure(
     path_stem: pathlib.Path,
     panels: Sequence[Sequence[tuple]],
@@ -193,28 +232,39 @@ def maps_figure(
     train_x: np.ndarray,
     train_y: np.ndarray,
     title: str,
+    log: bool = False,
+    point_labels: dict | None = None,
 ) -> None:
-    """A grid of panels over a 2D grid, the training points overlaid (coloured by ``train_y``).
+    """A grid of panels over a 2D grid, the training points overlaid (one colour per value of
+    ``train_y``, named in the legend as ``point_labels`` says, default "class c") and the data
+    region (their bounding box) dashed.
 
     Each panel is ``(title, values [resolution**2])``, normalised to [0, 1] on one shared colour
-    scale, or ``(title, values, "diverging")``: raw values on a symmetric red-blue scale with a
-    colour bar of its own (for signed quantities such as a log ratio). PNG and PDF.
+    scale (of log10 of the values with ``log``, floored at 1e-6 of each map's maximum, so the
+    far field's ordering that decides Spearman's rho shows), or ``(title, values,
+    "diverging")``: raw values on a symmetric red-blue scale with a colour bar of its own (for
+    signed quantities such as a log ratio, labelled by the title). PNG and PDF.
     """
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
-        figsize=(2.3 * n_cols + 1.0, 2.3 * n_rows + 0.5),
+        figsize=(2.3 * n_cols + 1.0, 2.3 * n_rows + 0.8),
         squeeze=False,
         layout="constrained",
     )
     extent = (box[0][0], box[0][1], box[1][0], box[1][1])
-    image, normalised_axes = None, []
+    lo_x, hi_x = train_x.min(0), train_x.max(0)
+    classes = np.unique(train_y)
+    colours = plt.get_cmap("tab10")
+
+    def name_of(c) -> str:
+        return (point_labels or {}).get(int(c), f"class {c}")
+
+    image, normalised_axes, handles = None, [], []
     for i, row in enumerate(panels):
         for j in range(n_cols):
             ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if j >= len(row):
                 ax.axis("off")
                 continue
@@ -223,6 +273,10 @@ def maps_figure(
             if diverging:
                 limit = float(np.max(np.abs(values))) or 1.0
                 shown, cmap, lo, hi = np.asarray(values), "RdBu_r", -limit, limit
+            elif log:
+                v = np.asarray(values, np.float64)
+                floor = max(float(v.max()), 1e-300) * 1e-6
+                shown, cmap, lo, hi = normalise(np.log10(np.maximum(v, floor))), "viridis", 0, 1
             else:
                 shown, cmap, lo, hi = normalise(values), "viridis", 0, 1
             im = ax.imshow(
@@ -235,29 +289,33 @@ def maps_figure(
                 aspect="equal",
             )
             if diverging:
-                fig.colorbar(im, ax=ax, shrink=0.8)
+                fig.colorbar(im, ax=ax, shrink=0.8, label=name)
             else:
                 image = im
                 normalised_axes.append(ax)
-            ax.scatter(
-                train_x[:, 0],
-                train_x[:, 1],
-                c=train_y,
-                s=3,
-                cmap="coolwarm",
-                edgecolors="white",
-                linewidths=0.2,
-                alpha=0.6,
-            )
+            handles = [
+                ax.scatter(
+                    *train_x[train_y == c].T[:2], color=colours(k % 10), label=name_of(c), **DOTS
+                )
+                for k, c in enumerate(classes)
+            ]
+            corner, size = (lo_x[0], lo_x[1]), (hi_x[0] - lo_x[0], hi_x[1] - lo_x[1])
+            ax.add_patch(plt.Rectangle(corner, *size, fill=False, **REGION_EDGE))
             ax.set_xlim(extent[:2])
             ax.set_ylim(extent[2:])
+            ax.set_xticks(np.linspace(*extent[:2], 3))
+            ax.set_yticks(np.linspace(*extent[2:], 3))
+            ax.tick_params(labelsize=6, length=2)
             ax.set_title(name, fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.legend(
+        handles=[*handles, plt.Line2D([], [], linestyle="--", color="grey", label="data region")],
+        loc="outside lower center", ncol=len(handles) + 1, fontsize=7, markerscale=3,
+    )  # fmt: skip
     if image is not None:
         where = "bottom" if len(normalised_axes) < n_rows * n_cols else "right"
-        fig.colorbar(
-            image, ax=normalised_axes, shrink=0.6, location=where, label="normalised uncertainty"
-        )
+        label = "normalised log10 uncertainty" if log else "normalised uncertainty"
+        fig.colorbar(image, ax=normalised_axes, shrink=0.6, location=where, label=label)
     save_figure(fig, path_stem)
 
 
@@ -274,45 +332,52 @@ def model_name(widths: Sequence[int]) -> str:
     return "MLP" + str(tuple(widths)).replace(" ", "").replace(",)", ")") if widths else "GLM"
 
 
-def diagnostic_arrays(d) -> dict[str, np.ndarray]:
-    """A reference's ``gnuq.mcmc.Diagnostics`` as unit arrays (``diagnostics_row`` reads them)."""
-    return {f"diagnostics/{k}": np.asarray(getattr(d, k)) for k in DIAGNOSTIC_FIELDS}
-
-
-DIAGNOSTIC_FIELDS = (
-    "rhat_max",
-    "ess_bulk_min",
-    "divergences",
-    "ok",
-    "rhat_max_params",
-    "ess_bulk_min_params",
-    "rhat_max_predictive",
-    "ess_bulk_min_predictive",
-)
-
-
-def diagnostics_row(base: dict, arrays: dict) -> dict:
-    """One row of the results' ``diagnostics`` table (DESIGN.md) from a unit's arrays."""
+def diagnostics_row(base: dict, arrays: dict, reference: str = "") -> dict:
+    """One row of the results' ``diagnostics`` table (DESIGN.md) from a unit's arrays, for its
+    reference posterior or the one named ``reference`` (``diagnostic_arrays``), with the Monte
+    Carlo error of its maps where the unit measured it (``agreement._mcse``)."""
     row = dict(base)
+    prefix = f"diagnostics/{reference}/" if reference else "diagnostics/"
     for k in DIAGNOSTIC_FIELDS:
-        v = arrays[f"diagnostics/{k}"]
+        v = arrays[prefix + k]
         row[k] = bool(v) if k == "ok" else int(v) if k == "divergences" else float(v)
+    row["reference"] = reference or PAPER_REFERENCE
+    for quantity in ("epistemic", "aleatoric"):
+        mcse = arrays.get(f"mcse/{row['reference']}/{quantity}")
+        if mcse is not None:
+            row[f"mcse_relative_{quantity}"] = float(mcse[0])
+            row[f"mc_noise_share_{quantity}"] = float(mcse[1])
     return row
+
+
+def diagnostics_rows(base: dict, arrays: dict) -> list[dict]:
+    """The rows of every reference posterior a unit sampled."""
+    rows = [diagnostics_row(base, arrays)]
+    if f"diagnostics/{ROBUST_REFERENCE}/ok" in arrays:
+        rows.append(diagnostics_row(base, arrays, ROBUST_REFERENCE))
+    return rows
 
 
 def diagnostics_table(diagnostics: Sequence[dict], mcmc) -> tuple[str, str]:
     """The reference diagnostics of every unit, with the gate's thresholds in the caption."""
+
+    def mc(d: dict, key: str, fmt: str) -> str:
+        return fmt.format(d[key]) if key in d else "—"
+
     body = [
         [
             d["problem"],
             d["model"],
             d["seed"],
+            d.get("reference", PAPER_REFERENCE),
             f"{d['rhat_max_predictive']:.3f}",
             f"{d['ess_bulk_min_predictive']:.0f}",
             f"{d['rhat_max_params']:.3f}",
             f"{d['ess_bulk_min_params']:.0f}",
             d["divergences"],
             "ok" if d["ok"] else "**failed**",
+            mc(d, "mcse_relative_epistemic", "{:.3f}"),
+            mc(d, "mc_noise_share_epistemic", "{:.1e}"),
         ]
         for d in diagnostics
     ]
@@ -320,17 +385,70 @@ def diagnostics_table(diagnostics: Sequence[dict], mcmc) -> tuple[str, str]:
         "problem",
         "model",
         "seed",
+        "reference",
         "R-hat (predictions)",
         "ESS (predictions)",
         "R-hat (parameters)",
         "ESS (parameters)",
         "divergences",
         "gate",
+        "MC se / variance (median cell)",
+        "MC noise share of the map",
     ]
     return rows_table(
         header,
         body,
         f"NUTS reference diagnostics (gate on the {mcmc.gate} quantities: R-hat <= "
         f"{mcmc.max_rhat}, bulk ESS >= {mcmc.min_ess:.0f}, divergences <= "
-        f"{mcmc.max_divergences})",
+        f"{mcmc.max_divergences}). '{ROBUST_REFERENCE}': chain i starts at the MAP of its own "
+        "initialisation, so its R-hat is the between-start diagnostic. Monte Carlo error of "
+        "the epistemic map (block bootstrap over draws): the standard error relative to the "
+        "reference variance in the median cell, and mean se^2 / the variance of the map over "
+        "cells (the share of the map's spread that is noise)",
     )
+
+
+def robust_table(
+    records: Sequence[dict], quantity: str, rows: Sequence[Row], profile: str
+) -> tuple[str, str] | None:
+    """Each method against both references, and the references against each other, on the
+    seeds that have both (None when no unit has the robust reference)."""
+    robust = [
+        r for r in records if r["quantity"] == quantity and r["reference"] == ROBUST_REFERENCE
+    ]
+    if not robust:
+        return None
+    seeds = {(r["problem"], r["seed"]) for r in robust}
+    methods = list(dict.fromkeys(r["method"] for r in robust))
+    cells: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        if rec["quantity"] == quantity and (rec["problem"], rec["seed"]) in seeds:
+            key = (rec["problem"], rec["class"], rec["region"], rec["reference"], rec["method"])
+            cells[key].append(rec)
+    header = ["problem", "region", f"{ROBUST_REFERENCE} vs {PAPER_REFERENCE} r", "ρ"]
+    for m in methods:
+        header += [f"{m} r (MAP ref)", f"{m} r (robust ref)", "ρ (MAP ref)", "ρ (robust ref)"]
+    body = []
+    for problem, label, klass in rows:
+        if not any(p == problem for p, _ in seeds):
+            continue
+        for region in REGIONS:
+            agree = cells.get((problem, klass, region, PAPER_REFERENCE, ROBUST_REFERENCE), [])
+            line = [
+                label,
+                region,
+                interval_cell(agree, "pearson"),
+                interval_cell(agree, "spearman"),
+            ]
+            for m in methods:
+                paper = cells.get((problem, klass, region, PAPER_REFERENCE, m), [])
+                ours = cells.get((problem, klass, region, ROBUST_REFERENCE, m), [])
+                for stat in ("pearson", "spearman"):
+                    line += [interval_cell(paper, stat), interval_cell(ours, stat)]
+            body.append(line)
+    caption = (
+        f"{quantity}: the paper's reference (every chain starts at the MAP) against ours (chain "
+        f"i starts at the MAP of initialisation i), and each method against both, on the seeds "
+        f"that have both ({profile} profile). Each cell: mean [95% interval]; {INTERVAL_NOTE}"
+    )
+    return rows_table(header, body, caption)

@@ -32,7 +32,7 @@ from gnuq.baselines.diagnostics import (
     diagnostic_indices,
     split_rhat_and_bulk_ess,
 )
-from gnuq.baselines.moments import predictive_moments
+from gnuq.baselines.moments import Moments, block_moments, merge_blocks, predictive_moments
 from gnuq.baselines.sampler import (
     Chains,
     McmcConfig,
@@ -71,6 +71,9 @@ class Reference(NamedTuple):
     aleatoric: Array  # E_s[p_k (1 - p_k)] (or the noise variance)
     diagnostics: Diagnostics
     chains: Chains
+    # moments of blocks of consecutive draws, [chains * config.moment_blocks, N, K]: resample
+    # them for the Monte Carlo error (None where the draws were merged without blocks)
+    blocks: Moments | None = None
 
 
 def log_posterior(
@@ -99,14 +102,23 @@ def posterior_chains(
     map_params: Params,
     prior_precision: float,
     config: McmcConfig = DEFAULT_CONFIG,
+    starts: Params | None = None,
 ) -> Chains:
     """Warm up and sample ``config.num_chains`` chains from the posterior whose negative log
     density is ``train.neg_log_posterior`` (the objective MAP training minimises), started as
-    ``config.init`` says from ``map_params``."""
+    ``config.init`` says from ``map_params``, or chain i from ``starts[i]`` (leaves
+    ``[chains, ...]``, e.g. MAPs from independent initialisations: chains that start apart can
+    reveal modes that chains started together never leave)."""
     logdensity = log_posterior(apply_fn, likelihood, x_train, y_train, prior_precision)
     k_init, k_sample = jax.random.split(key)
-    init = initial_positions(k_init, map_params, config, prior_precision)
-    return sample(k_sample, logdensity, init, config)
+    if starts is None:
+        starts = initial_positions(k_init, map_params, config, prior_precision)
+    elif jax.tree.leaves(starts)[0].shape[0] != config.num_chains:
+        raise ValueError(
+            f"starts has {jax.tree.leaves(starts)[0].shape[0]} positions for "
+            f"{config.num_chains} chains (mcmc.num_chains)"
+        )
+    return sample(k_sample, logdensity, starts, config)
 
 
 def reference(
@@ -138,17 +150,23 @@ def summarise(
     x_eval: Array,
     config: McmcConfig = DEFAULT_CONFIG,
 ) -> Reference:
-    """Predictive moments of ``chains`` on ``x_eval [N, ...]`` (streamed over chunks of
-    ``config.sample_chunk`` samples) and the diagnostics of the R-hat / ESS gate."""
+    """Predictive moments of ``chains`` on ``x_eval [N, ...]`` (per block of
+    ``config.moment_blocks`` per chain, streamed over chunks of ``config.sample_chunk`` samples)
+    and the diagnostics of the R-hat / ESS gate."""
 
     def predict(p, x):
         return likelihood.predict(apply_fn(p, x))
 
-    mean, var, ale = predictive_moments(predict, chains.positions, x_eval, config.sample_chunk)
+    blocks = block_moments(
+        predict, chains.positions, x_eval, config.moment_blocks, config.sample_chunk
+    )
+    total = merge_blocks(blocks)
     subset = x_eval[diagnostic_indices(len(x_eval), config.diagnostic_inputs)]
     preds = jax.jit(jax.vmap(jax.vmap(lambda p: predict(p, subset))))(chains.positions)
     preds = np.asarray(preds).reshape(*np.asarray(preds).shape[:2], -1)
-    return finish_reference(likelihood, mean, var, ale, chains, preds, config)
+    return finish_reference(
+        likelihood, total.mean, total.variance, total.ale, chains, preds, config, blocks
+    )
 
 
 def finish_reference(
@@ -159,6 +177,7 @@ def finish_reference(
     chains: Chains,
     predictions: np.ndarray,
     config: McmcConfig,
+    blocks: Moments | None = None,
 ) -> Reference:
     """The ``Reference`` of the moments ``[N, K]``, gated on ``chains`` and the ``predictions
     [chains, samples, Q]`` at the diagnostic inputs: warns when the gate fails; for a Gaussian
@@ -173,4 +192,4 @@ def finish_reference(
     if likelihood.name == "gaussian":
         noise = np.nan if likelihood.noise_var is None else likelihood.noise_var
         ale = np.full_like(mean, noise)
-    return Reference(mean, var, ale, diagnostics, chains)
+    return Reference(mean, var, ale, diagnostics, chains, blocks)

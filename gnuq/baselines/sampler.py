@@ -61,6 +61,9 @@ class McmcConfig:
     # predictions the experiments use are; function-space R-hat is the usual BNN check.
     gate: str = "all"
     sample_chunk: int = 100  # samples per chunk of the streaming moments
+    # blocks of consecutive draws per chain whose moments are kept apart: resampling them gives
+    # the reference's Monte Carlo error (``moments.block_bootstrap``)
+    moment_blocks: int = 10
     progress: bool = True
 
     def __post_init__(self):
@@ -85,6 +88,12 @@ class McmcConfig:
             raise ValueError(
                 f"mcmc.sample_chunk (samples per chunk of the streaming moments) must be at "
                 f"least 1, got {self.sample_chunk}; the default is 100"
+            )
+        if not 1 <= self.moment_blocks <= self.num_samples:
+            raise ValueError(
+                f"mcmc.moment_blocks (blocks of consecutive draws per chain) must lie between 1 "
+                f"and num_samples = {self.num_samples}, got {self.moment_blocks}; the default "
+                "is 10"
             )
         if self.diagnostic_inputs < 1:
             raise ValueError(
