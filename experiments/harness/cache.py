@@ -261,7 +261,7 @@ def reference(
     (another CPU's MAP differs in its last digits, and the key must not): ``identity`` describes
     the model, the training data and the MAP (the problem, its knobs and size, the architecture,
     the MAP settings, the seed), beside the likelihood, the prior, the sampler settings, the
-    PRNG key and the code of the sampler, the MAP and the models.
+    PRNG key and the code of the sampler, its log density, the models and the problems.
     """
     settings = {
         k: v for k, v in dataclasses.asdict(config).items() if k not in SAMPLER_SETTINGS_AFTER_DRAWS
@@ -273,13 +273,10 @@ def reference(
         prior_precision,
         settings,
         key,
-        code_version(  # what draws the chains, not what summarises them
-            "gnuq.baselines.mcmc:posterior_chains",
-            "gnuq.train",
-            "gnuq.likelihoods",
-            "gnuq.models",
-            "gnuq.problems",
-        ),
+        # what draws the chains (the sampler, the log density it follows, the model and the
+        # data), not what summarises them nor how the MAP they start near was found: a start
+        # changes which draws a converged chain makes, not the posterior they sample
+        code_version("gnuq.baselines.mcmc:posterior_chains", "gnuq.models", "gnuq.problems"),
     )
     draws = chains(
         pathlib.Path(cache_dir) / f"mcmc-{name}.npz",
