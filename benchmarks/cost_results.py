@@ -220,7 +220,12 @@ def plot(costs: list[SizeCost], inputs: int, path: pathlib.Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="seconds per input")
     ax.set_title(f"4-class rings, N = {N_TRAIN} training, {inputs} inputs x 4 classes, CPU")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        plt.Line2D([], [], marker="o", ls="none", color="grey", label="measured"),
+        plt.Line2D([], [], marker="o", ls="none", mfc="white", color="grey", label="extrapolated"),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="upper left")
     fig.tight_layout()
     for suffix in (".png", ".pdf"):
         fig.savefig(path.with_suffix(suffix), dpi=150)

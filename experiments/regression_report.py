@@ -184,6 +184,8 @@ def draw_bands(cfg, units, out) -> None:
                 g, mean - 2 * sd, mean + 2 * sd, color=colour, alpha=0.2, label=f"{label} ±2σ"
             )
         ax.set_title(f"{spec.label}: epistemic ±2σ of f(x), seed {seed}")
+        ax.set(xlabel="x", ylabel="f(x): mean ± 2 sd")
+        ax.axvspan(a["x"].min(), a["x"].max(), color="grey", alpha=0.08, label="data region")
         ax.legend(fontsize=7)
         ax = axes[1, j]
         for kind, colour in (("hessian", "C3"), ("ggn", "C4")):
@@ -196,7 +198,7 @@ def draw_bands(cfg, units, out) -> None:
                 color=colour,
                 label=f"{'Hessian' if kind == 'hessian' else 'GGN'} + λI",
             )
-        ax.set_xlabel("eigenvalue index")
+        ax.set(xlabel="eigenvalue index", ylabel="eigenvalue")
         ax.set_title("spectrum of the posterior precision at the MAP")
         ax.legend(fontsize=7)
     report.save_figure(fig, out / "bands")

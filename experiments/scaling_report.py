@@ -267,12 +267,17 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
             ax.grid(alpha=0.3)
             if i == 1:
                 ax.set_xlabel("parameters / N" if x_axis == "params_per_n" else "parameters")
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=8)
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    # the marker kinds, whether or not this sweep drew them
+    handles += [
+        plt.Line2D(
+            [], [], marker="o", ls="none", mfc="white", mec="k", label="reference failed its gate"
+        ),
+        plt.Line2D([], [], ls=":", color="k", lw=0.8, label="size needs an accelerator"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=8)
     fig.suptitle(
-        f"Scaling sweep, 4-class rings ({profile}): mean over seeds, bars min-max; hollow = "
-        "reference failed its gate; dotted = needs an accelerator",
-        fontsize=10,
+        f"Scaling sweep, 4-class rings ({profile}): mean over seeds, bars min-max", fontsize=10
     )
     report.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))
 

@@ -72,7 +72,27 @@ def bootstrap_agreement(
     chunk: int = 100,
 ) -> Agreement:
     """Pearson r and Spearman rho of ``estimate`` vs ``reference`` with percentile intervals
-    from a two-way block bootstrap.
+    from a two-way block bootstrap (``bootstrap_agreements`` of one estimate)."""
+    return bootstrap_agreements(
+        [estimate], reference, cell_blocks, reference_replicates=reference_replicates,
+        resamples=resamples, level=level, seed=seed, chunk=chunk,
+    )[0]  # fmt: skip
+
+
+def bootstrap_agreements(
+    estimates: Sequence,
+    reference,
+    cell_blocks,
+    *,
+    reference_replicates=None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> list[Agreement]:
+    """Pearson r and Spearman rho of each of ``estimates`` vs ``reference`` with percentile
+    intervals from a two-way block bootstrap (every estimate sees the same resamples, and the
+    reference's ranks are computed once per resample).
 
     Resample i draws spatial blocks of evaluation cells with replacement (labels
     ``cell_blocks [G]``: neighbouring cells are not independent, so whole blocks move) and, when
@@ -82,16 +102,17 @@ def bootstrap_agreement(
     both correlations (weighted Pearson; Spearman on weighted mid-ranks). The interval thus
     covers the grid's and the reference's Monte Carlo error; a seed's data and MAP are fixed.
 
-    ``estimate`` and ``reference`` are ``[G]`` or ``[G, K]``; the K columns of a cell move
+    Each estimate and ``reference`` are ``[G]`` or ``[G, K]``; the K columns of a cell move
     together and are pooled, as in ``class_correlations``'s "overall".
     """
-    est = np.asarray(estimate, np.float64)
+    ests = [np.asarray(e, np.float64) for e in estimates]
     ref = np.asarray(reference, np.float64)
     labels = np.asarray(cell_blocks)
-    if est.shape != ref.shape or est.shape[0] != labels.shape[0]:
+    if any(e.shape != ref.shape for e in ests) or ref.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"estimate {est.shape}, reference {ref.shape} and cell_blocks {labels.shape} must "
-            "share the leading (cell) axis, and estimate and reference their shape"
+            f"estimates {[e.shape for e in ests]}, reference {ref.shape} and cell_blocks "
+            f"{labels.shape} must share the leading (cell) axis, and the estimates and the "
+            "reference their shape"
         )
     if reference_replicates is not None:
         reference_replicates = np.asarray(reference_replicates)
@@ -100,13 +121,13 @@ def bootstrap_agreement(
                 f"reference_replicates {reference_replicates.shape} must be [R, *{ref.shape}]"
             )
         resamples = len(reference_replicates)
-    r, rho = correlations(est, ref)
-    per_cell = est[0].size
-    flat_est = est.reshape(-1)
+    points = [correlations(e, ref) for e in ests]
+    per_cell = ref[0].size
+    flat = [e.reshape(-1) for e in ests]
     _, index = np.unique(labels, return_inverse=True)
     n_labels = index.max() + 1
     rng = np.random.default_rng(seed)
-    samples = []
+    samples = []  # per chunk: [rows, estimates, 2]
     for start in range(0, resamples, chunk):
         rows = min(chunk, resamples - start)
         tiles = rng.multinomial(n_labels, np.full(n_labels, 1 / n_labels), size=rows)
@@ -116,11 +137,18 @@ def bootstrap_agreement(
             if reference_replicates is None
             else reference_replicates[start : start + rows].reshape(rows, -1).astype(np.float64)
         )
+        ref_ranks = _weighted_ranks(refs, w)
         samples.append(
             np.stack(
                 [
-                    _weighted_pearson(flat_est, refs, w),
-                    _weighted_pearson(_weighted_ranks(flat_est, w), _weighted_ranks(refs, w), w),
+                    np.stack(
+                        [
+                            _weighted_pearson(e, refs, w),
+                            _weighted_pearson(_weighted_ranks(e, w), ref_ranks, w),
+                        ],
+                        axis=1,
+                    )
+                    for e in flat
                 ],
                 axis=1,
             )
@@ -129,14 +157,17 @@ def bootstrap_agreement(
     bad = np.mean(~np.isfinite(samples))
     if bad > 0.01:
         warnings.warn(
-            f"bootstrap_agreement: {bad:.1%} of resamples have an undefined correlation (a "
+            f"bootstrap_agreements: {bad:.1%} of resamples have an undefined correlation (a "
             "constant resample); the interval ignores them",
             RuntimeWarning,
             stacklevel=2,
         )
     tail = (1 - level) / 2
-    lo, hi = np.nanquantile(samples, [tail, 1 - tail], axis=0)
-    return Agreement(r, rho, (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+    lo, hi = np.nanquantile(samples, [tail, 1 - tail], axis=0)  # [estimates, 2] each
+    return [
+        Agreement(r, rho, (float(lo[i, 0]), float(hi[i, 0])), (float(lo[i, 1]), float(hi[i, 1])))
+        for i, (r, rho) in enumerate(points)
+    ]
 
 
 def seed_interval(
@@ -171,7 +202,7 @@ def _weighted_ranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
     entry repeated (ties share their mean rank)."""
     shared = values.ndim == 1
     v2 = values[None] if shared else values
-    order = np.argsort(v2, axis=1, kind="stable")
+    order = np.argsort(v2, axis=1)  # ties are grouped below, so no stable sort is needed
     v = np.take_along_axis(v2, order, axis=1)
     m = v.shape[1]
     cols = np.arange(m)[None]

@@ -79,18 +79,19 @@ def unit_agreements(
         if not rows:
             continue
         out[f"mcse/{name}/{quantity}"] = _mcse(values[quantity], replicas[quantity])
-        for method, a, b in rows:
-            if b == "reference":
-                tag, against, reps = name, values[quantity], replicas[quantity]
-            elif pairs:
-                tag, against, reps = b.split("/")[-1], arrays[b], None
-            else:
-                continue
+        groups = [(name, [(m, a) for m, a, b in rows if b == "reference"], None)]
+        if pairs:  # each pair against its other method, the paper's estimator as "estimate"
+            groups += [(b.split("/")[-1], [(m, a)], b) for m, a, b in rows if b != "reference"]
+        for tag, compared, against in groups:
+            ref = values[quantity] if against is None else arrays[against]
+            reps = replicas[quantity] if against is None else None
             for region, mask in masks.items():
-                out[f"agreement/{tag}/{region}/{quantity}/{method}"] = _rows(
-                    arrays[a][mask], against[mask], cells[mask],
+                tables = _rows(
+                    [arrays[a][mask] for _, a in compared], ref[mask], cells[mask],
                     None if reps is None else reps[:, mask], resamples, seed,
                 )  # fmt: skip
+                for (method, _), table in zip(compared, tables, strict=True):
+                    out[f"agreement/{tag}/{region}/{quantity}/{method}"] = table
     return out
 
 
@@ -144,8 +145,8 @@ def references_agreement(
             continue
         out[f"mcse/{other_name}/{quantity}"] = _mcse(others[quantity], other_replicas[quantity])
         for region, mask in masks.items():
-            out[f"agreement/{name}/{region}/{quantity}/{other_name}"] = _rows(
-                others[quantity][mask], values[quantity][mask], cells[mask],
+            (out[f"agreement/{name}/{region}/{quantity}/{other_name}"],) = _rows(
+                [others[quantity][mask]], values[quantity][mask], cells[mask],
                 replicas[quantity][:, mask], resamples, seed,
             )  # fmt: skip
     return out
@@ -172,19 +173,20 @@ def _mcse(values: np.ndarray, replicas: np.ndarray) -> np.ndarray:
     return np.array([rel, np.mean(se**2) / np.var(values)])
 
 
-def _rows(est, ref, cells, reps, resamples: int, seed: int) -> np.ndarray:
-    """``[rows, 6]``: per class (when K > 1) then pooled; ``reps``: ``[R, G, K]`` replicates
-    of ``ref`` or None (a fixed ``ref``)."""
-    k = est.shape[1]
-    out = []
+def _rows(estimates, ref, cells, reps, resamples: int, seed: int) -> list[np.ndarray]:
+    """Per estimate ``[rows, 6]``: per class (when K > 1) then pooled; ``reps``: ``[R, G, K]``
+    replicates of ``ref`` or None (a fixed ``ref``)."""
+    k = ref.shape[1]
+    out = [[] for _ in estimates]
     for cols in [*([c] for c in range(k) if k > 1), list(range(k))]:
-        a = stats.bootstrap_agreement(
-            est[:, cols], ref[:, cols], cells,
+        found = stats.bootstrap_agreements(
+            [e[:, cols] for e in estimates], ref[:, cols], cells,
             reference_replicates=None if reps is None else reps[:, :, cols],
             resamples=resamples, seed=seed,
         )  # fmt: skip
-        out.append([a.pearson, a.spearman, *a.pearson_ci, *a.spearman_ci])
-    return np.asarray(out)
+        for rows, a in zip(out, found, strict=True):
+            rows.append([a.pearson, a.spearman, *a.pearson_ci, *a.spearman_ci])
+    return [np.asarray(rows) for rows in out]
 
 
 def records(arrays: dict[str, np.ndarray], base: dict) -> list[dict]:
