@@ -17,7 +17,8 @@ key/value-cached prefill (its generation):
 
 Skipped when ``llama_cpp`` is absent (``pip install -e '.[llmref]'``, which builds llama.cpp from
 source, about 10-30 min on 2 cores) or a model's wheels are not in ``results/assets``. Marked
-slow: about a minute per model (loading, compiling, four prompts through both).
+slow: 90 s for SmolLM2, 8 min for gemma (its 613-token prompt and 262k vocabulary; four
+perturbed forwards) on 2 cores shared with other jobs.
 """
 
 import pathlib
