@@ -8,6 +8,7 @@ import pathlib
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from experiments import llm_qa_stats as qs
 from experiments.harness import report
@@ -31,6 +32,12 @@ LABELS = {
 DATASET_LABELS = {"truthfulqa": "TruthfulQA", "nq_open": "NQ-open (for TriviaQA)"}
 PAPER_DATASETS = {"truthfulqa": "truthfulqa", "nq_open": "triviaqa"}
 FEW_POSITIVES = 20  # below this many correct (or wrong) answers the AUROCs are noted as fragile
+# Below this many correct (or wrong) answers a model's AUROC is marked untestable on the figure's
+# face: each held-out 20 % then holds at most 2 answers of that class (round(0.2 n), at least 1),
+# so a split's AUROC is the rank of one or two answers among the rest, and even on all answers
+# the AUROC's sd under no signal, sqrt((n0 + n1 + 1) / (12 n0 n1)) (Mann-Whitney), exceeds 0.1
+# (50 questions): no value in the figure's range could be told apart from chance.
+UNTESTABLE_BELOW = 10
 
 
 def pick(rows: Sequence[dict], quantity: str, **match) -> list[dict]:
@@ -262,16 +269,35 @@ def write_part2_tables(cfg, profile: str, rows: list[dict], seconds: list[dict],
     report.write_table(out, "table15", report.rows_table(header, body, caption))
 
 
+def untestable(rows: Sequence[dict], dataset: str, models: Sequence[str]) -> dict[str, str]:
+    """``{model: why}`` for the models whose AUROC on ``dataset`` is untestable: fewer than
+    ``UNTESTABLE_BELOW`` correct or wrong answers (the mean over models when any model is)."""
+    out = {}
+    for model in models:
+        r = one(rows, "auroc", problem=dataset, model=model, method="epistemic")
+        if r is not None and min(r["n_correct"], r["n"] - r["n_correct"]) < UNTESTABLE_BELOW:
+            out[model] = f"{r['n_correct']} of {r['n']} correct"
+    if out:
+        out[qs.MEAN] = "averages an untestable model"
+    return out
+
+
 def auroc_figure(cfg, profile: str, rows: list[dict], stem: pathlib.Path) -> None:
     """Held-out AUROC per method, one panel per dataset: each model and the mean over models,
     bars at the mean, whiskers over the central 95 % of the splits; the paper's surviving value
-    as a star."""
+    as a star. A model with fewer than ``UNTESTABLE_BELOW`` correct (or wrong) answers has its
+    bars hatched and pale and is named in its panel as untestable, as is the mean over models
+    that includes it."""
     series = [*cfg.models, qs.MEAN]
     fig, axes = plt.subplots(
-        1, len(cfg.datasets), figsize=(5.5 * len(cfg.datasets), 3.6), squeeze=False
+        1, len(cfg.datasets), figsize=(5.5 * len(cfg.datasets), 3.9), squeeze=False
     )
     width = 0.8 / len(series)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_untestable = False
     for ax, d in zip(axes[0], cfg.datasets, strict=True):
+        weak = untestable(rows, d, cfg.models)
+        any_untestable |= bool(weak)
         for i, model in enumerate(series):
             x, mean, err = [], [], [[], []]
             for j, method in enumerate(qs.METHODS):
@@ -282,21 +308,40 @@ def auroc_figure(cfg, profile: str, rows: list[dict], stem: pathlib.Path) -> Non
                 mean.append(r["mean"])
                 err[0].append(r["mean"] - r["lo"])
                 err[1].append(r["hi"] - r["mean"])
-            ax.bar(x, mean, width, yerr=err, capsize=2, label=model, alpha=0.85)
+            style = {"hatch": "///", "alpha": 0.4, "edgecolor": "black"} if model in weak else {}
+            ax.bar(
+                x, mean, width, yerr=err, capsize=2, label=model, color=colors[i % len(colors)],
+                **({"alpha": 0.85} | style),
+            )  # fmt: skip
         for j, method in enumerate(qs.METHODS):
             paper = paper_value(EXPERIMENT, PAPER_DATASETS[d], "auroc", method, "overall")
             if paper is not None:
                 ax.plot(j, paper[0], "k*", ms=10, label="paper (4-model mean)")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(len(qs.METHODS)), [LABELS[m] for m in qs.METHODS], fontsize=8)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.2 if weak else 1)  # headroom above 1 for the note
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_ylabel("held-out AUROC")
-        ax.set_title(DATASET_LABELS[d], fontsize=10)
+        title = DATASET_LABELS[d]
+        if weak:
+            title += " — hatched: UNTESTABLE at this size"
+            named = "; ".join(f"{m}: {why}" for m, why in weak.items() if m != qs.MEAN)
+            ax.text(
+                0.99, 0.98, f"untestable (< {UNTESTABLE_BELOW} correct or wrong)\n{named}",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7, color="darkred",
+                bbox={"facecolor": "white", "edgecolor": "darkred", "alpha": 0.9},
+            )  # fmt: skip
+        ax.set_title(title, fontsize=10, color="darkred" if weak else "black")
     axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(
+    head = (
         f"Predicting answer correctness ({profile}; {qs.BOOTSTRAP_SPLITS} 80/20 splits; "
-        f"whiskers: central 95 %)",
-        fontsize=10,
+        f"whiskers: central 95 %)"
     )
+    if any_untestable:
+        head += (
+            f"\nHatched bars: fewer than {UNTESTABLE_BELOW} correct (or wrong) answers, so a "
+            "held-out fold holds 1-2 of them: those AUROCs cannot be told from chance"
+        )
+    fig.suptitle(head, fontsize=10, color="darkred" if any_untestable else "black")
     fig.tight_layout()
     report.save_figure(fig, stem)

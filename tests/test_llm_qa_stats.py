@@ -232,3 +232,25 @@ def test_bad_records_are_named():
         qs.all_rows(records, MODELS, DATASETS, SQ_NORMS, seed=0)
     with pytest.raises(ValueError, match="no records for model-c"):
         qs.all_rows(_records(n=10), ("model-c",), DATASETS, SQ_NORMS, seed=0)
+
+
+def test_untestable_aurocs_are_named_on_the_figure(tmp_path):
+    from types import SimpleNamespace
+
+    from experiments import llm_qa_tables as qt
+
+    records = _records(n=60)
+    few = [r for r in records if r["model"] == "model-b" and r["dataset"] == "nq_open"]
+    for i, r in enumerate(few):  # 4 correct of 60: below the rule's 10
+        r["correct"] = i < 4
+    rows = qs.all_rows(records, MODELS, DATASETS, SQ_NORMS, seed=0)
+    assert qt.untestable(rows, "nq_open", MODELS) == {
+        "model-b": "4 of 60 correct",
+        qs.MEAN: "averages an untestable model",
+    }
+    truthful = _get(rows, "auroc", problem="truthfulqa", model="model-a", method="epistemic")[0]
+    assert min(truthful["n_correct"], 60 - truthful["n_correct"]) >= qt.UNTESTABLE_BELOW
+    assert qt.untestable(rows, "truthfulqa", MODELS) == {}
+    cfg = SimpleNamespace(models=MODELS, datasets=DATASETS)
+    qt.auroc_figure(cfg, "test", rows, tmp_path / "auroc")
+    assert (tmp_path / "auroc.png").stat().st_size > 0
