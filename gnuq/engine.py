@@ -558,26 +558,31 @@ def squared_norms(
     Leaves the engine serves take the linear forms above (``chunk`` examples at a time, default
     from the memory estimate); the others take ``vmap(jacrev)``, ``fallback_chunk`` at a time.
     """
+    return squared_norms_and_outputs(f, params, examples, chunk, fallback_chunk)[0]
+
+
+def squared_norms_and_outputs(
+    f: Callable, params: Params, examples, chunk: int | None = None, fallback_chunk: int = 16
+) -> tuple[Array, Array]:
+    """``squared_norms`` and the outputs ``f(params, example_n)`` ``[N, K]`` of the same pass."""
     leaves, treedef = jax.tree.flatten(params)
     one = jax.tree.map(lambda e: jax.ShapeDtypeStruct(e.shape[1:], e.dtype), examples)
     analysis = analyse(f, params, one)
     k = jax.eval_shape(f, params, one).shape[0]
     served = [i for i, s in enumerate(analysis.served) if s]
     others = [i for i, s in enumerate(analysis.served) if not s]
-    total = 0.0
-    if served:
-        chunk = chunk or default_chunk(analysis, k)
-        per_chunk = functools.partial(_engine_chunk, analysis, leaves, served=served, k=k)
-        total = chunked_map(per_chunk, examples, chunk)
+    chunk = chunk or default_chunk(analysis, k)
+    per_chunk = functools.partial(_engine_chunk, analysis, leaves, served=served, k=k)
+    total, outputs = chunked_map(per_chunk, examples, chunk)
     if others:
         total = total + _fallback(f, leaves, treedef, examples, others, fallback_chunk)
-    return total
+    return total, outputs
 
 
 def _engine_chunk(
     analysis: Analysis, leaves: list, examples, *, served: list[int], k: int
 ) -> Array:
-    """``[n, K]`` squared norms of the served leaves for one chunk of examples."""
+    """``[n, K]`` squared norms of the served leaves and ``[n, K]`` outputs for one chunk."""
     plan, closed = analysis.plan, analysis.jaxpr
     roots = [r for leaf in served for r in plan.descendants(leaf)]
     uses = {r: [u for u in plan.uses.values() if u.root == r] for r in roots}
@@ -608,7 +613,7 @@ def _engine_chunk(
         d = {u.tap: deltas[u.tap] for u in uses[r]}
         per = functools.partial(_stacked_root_sq, uses[r], depth=depth)
         total = total + jax.vmap(per, in_axes=(0, 1))(a, d)
-    return total
+    return total, pred
 
 
 def _fallback(f: Callable, leaves: list, treedef, examples, others: list[int], chunk: int):

@@ -270,8 +270,7 @@ def _compiled(
     elif method == "engine":
 
         def run(p: Params, x: Array) -> tuple[Array, Array]:
-            sq = engine.squared_norms(one, p, x, chunk)
-            return sq, chunked_map(lambda xc: predict(p, xc), x, chunk or 2048)
+            return engine.squared_norms_and_outputs(one, p, x, chunk)
 
     else:
 
