@@ -70,6 +70,7 @@ _INLINE = {
     "jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint", "custom_jvp_call",
     "custom_vjp_call", "custom_vjp_call_jaxpr",
 }  # fmt: skip
+_ELEMENTWISE = ("add", "sub", "add_any", "mul")
 _BUDGET = 2**25  # floats per chunk the default chunk size aims at (128 MiB in float32)
 
 
@@ -348,27 +349,31 @@ _HIGHEST = lax.Precision.HIGHEST
 
 
 def _scaled_sq(core: Array, scale: Array) -> Array:
-    """``scale^2 core`` written as ``(scale sqrt(core))^2``: activations of 1e20 would overflow
-    float32 when squared, while the gradient norm itself is finite (e.g. 0 if delta = 0)."""
+    """``scale^2 core`` written as ``(scale sqrt(core))^2``, so that a huge scale times a zero
+    core stays 0 (the scaled pass; the first pass has scale 1)."""
     return (scale * jnp.sqrt(jnp.maximum(core, 0.0))) ** 2
 
 
-def _max_abs(a: Array, axes) -> Array:
+def _max_abs(a: Array, axes, scaled: bool) -> Array:
+    """max |a| over ``axes`` (1 where 0), or 1 when not ``scaled``."""
+    if not scaled:
+        return jnp.ones([n for ax, n in enumerate(a.shape) if axes is not None and ax not in axes])
     m = jnp.max(jnp.abs(a), axis=axes)
     return jnp.where(m > 0, m, 1.0).astype(a.dtype)
 
 
-def _outer_sq(A: Array, D: Array) -> Array:
+def _outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
     """``[K]`` squared norms of g_k = sum_{b,t} A_bt D_kbt^T (``A [B, T, I]``, ``D [K, B, T, J]``):
     the outer product for T = 1, else the Gram form or the materialised g, whichever is cheaper."""
     k, _, t, j = D.shape
     i = A.shape[2]
-    sa = _max_abs(A, None)
-    sd = _max_abs(D, (1, 2, 3))
+    sa = _max_abs(A, None, scaled)
+    sd = _max_abs(D, (1, 2, 3), scaled)
     A = A / sa
     D = D / sd[:, None, None, None]
     if t == 1:
-        core = jnp.einsum("bi,kbj->k", A[:, 0] ** 2, D[:, :, 0] ** 2, precision=_HIGHEST)
+        # reductions, not a dot: under vmap a dot becomes n tiny batched matmuls
+        core = jnp.sum(jnp.sum(A**2, axis=(1, 2)) * jnp.sum(D**2, axis=(2, 3)), axis=1)
     elif t * t * (i + k * j) <= k * t * i * j:
         ga = jnp.einsum("bti,bsi->bts", A, A, precision=_HIGHEST)
         gd = jnp.einsum("kbtj,kbsj->kbts", D, D, precision=_HIGHEST)
@@ -379,7 +384,7 @@ def _outer_sq(A: Array, D: Array) -> Array:
     return _scaled_sq(core, sa * sd)
 
 
-def _dot_general_sq(use: Use, a: Array, d: Array) -> Array:
+def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
     """``dot_general`` with the parameter at ``use.pos`` and the activation ``a`` opposite."""
     (lc, rc), (lb, rb) = use.params["dimension_numbers"]
     ac, ab = (lc, lb) if use.pos == 1 else (rc, rb)
@@ -391,10 +396,10 @@ def _dot_general_sq(use: Use, a: Array, d: Array) -> Array:
         nb, nw = len(lb), use.avals[0].ndim - len(lb) - len(lc)
         order = (*range(nb), *range(nb + nw, d.ndim - 1), *range(nb, nb + nw))
         d = jnp.transpose(d, (0, *(1 + o for o in order)))
-    return _outer_sq(A, d.reshape(d.shape[0], B, T, -1))
+    return _outer_sq(A, d.reshape(d.shape[0], B, T, -1), scaled)
 
 
-def _conv_sq(use: Use, a: Array, d: Array) -> Array:
+def _conv_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
     """A convolution's kernel: image patches of ``a`` are the activation of a ``dot_general``."""
     p = use.params
     dn = p["dimension_numbers"]
@@ -405,7 +410,8 @@ def _conv_sq(use: Use, a: Array, d: Array) -> Array:
     feature = dn.out_spec[1]
     A = jnp.moveaxis(patches, feature, -1)
     D = jnp.moveaxis(d, 1 + feature, -1)
-    return _outer_sq(A.reshape(1, -1, A.shape[-1]), D.reshape(D.shape[0], 1, -1, D.shape[-1]))
+    A, D = A.reshape(1, -1, A.shape[-1]), D.reshape(D.shape[0], 1, -1, D.shape[-1])
+    return _outer_sq(A, D, scaled)
 
 
 def _conv_fast(use: Use) -> bool:
@@ -434,7 +440,7 @@ def _gather_fast(use: Use) -> bool:
     )
 
 
-def _gather_sq(use: Use, idx: Array, d: Array) -> Array:
+def _gather_sq(use: Use, idx: Array, d: Array, scaled: bool) -> Array:
     """``sum_{t,s} [id_t = id_s] (delta_t . delta_s)`` (Gram) or the scattered rows."""
     v, width = use.avals[0].shape
     ids = idx.reshape(-1)
@@ -443,7 +449,7 @@ def _gather_sq(use: Use, idx: Array, d: Array) -> Array:
         D = D * ((ids >= 0) & (ids < v)).astype(D.dtype)[None, :, None]
     ids = jnp.clip(ids, 0, v - 1)
     t = ids.shape[0]
-    sd = _max_abs(D, (1, 2))
+    sd = _max_abs(D, (1, 2), scaled)
     D = D / sd[:, None, None]
     if t * t * (width + 1) <= v * width:
         same = (ids[:, None] == ids[None, :]).astype(D.dtype)
@@ -454,17 +460,62 @@ def _gather_sq(use: Use, idx: Array, d: Array) -> Array:
     return _scaled_sq(core, sd)
 
 
-def _fast_sq(use: Use, acts: list, d: Array) -> Array | None:
+def _broadcast_tail(use: Use) -> tuple[int, ...] | None:
+    """The view's axes summed by the transpose of its chain when the chain is bijective up to
+    one final replicating ``broadcast_in_dim`` (a bias or norm scale over T positions), or None
+    when the chain is anything else."""
+    shapes = [use.root_aval.shape]
+    for prim, params in use.chain:
+        shape = jax.eval_shape(lambda r, p=prim, q=params: p.bind(r, **q), _zeros_aval(shapes[-1]))
+        shapes.append(shape.shape)
+    *prefix, last = use.chain if use.chain else [(None, None)]
+    if any(p.name not in _BIJECTIVE and math.prod(a) != math.prod(b)
+           for (p, _), a, b in zip(prefix, shapes, shapes[1:], strict=False)):  # fmt: skip
+        return None
+    if last[0] is None or last[0].name != "broadcast_in_dim":
+        return () if use.bijective else None
+    dims, src_shape, out_shape = last[1]["broadcast_dimensions"], shapes[-2], shapes[-1]
+    new = [ax for ax in range(len(out_shape)) if ax not in dims]
+    stretched = [ax for s, ax in zip(src_shape, dims, strict=True) if s == 1 and out_shape[ax] != 1]
+    return tuple(sorted(new + stretched))
+
+
+def _same_rank(use: Use) -> bool:
+    return len(use.avals[use.pos].shape) == len(use.out_aval.shape)
+
+
+def _zeros_aval(shape) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _elementwise_sq(use: Use, acts: list, d: Array, axes: tuple, scaled: bool) -> Array:
+    """A bias add (g = delta) or a scale (g = a * delta), summed over the broadcast axes."""
+    if use.prim.name == "mul":
+        (other,) = [k for j, k in enumerate(use.operands) if j != use.pos]
+        d = d * (acts[0] if other[0] == "act" else other[1])
+    view = use.avals[use.pos].shape  # the op itself may broadcast size-1 axes of the view
+    stretched = [1 + ax for ax, (v, o) in enumerate(zip(view, d.shape[1:], strict=True)) if v != o]
+    d = jnp.sum(d, axis=tuple(stretched), keepdims=True) if stretched else d
+    g = jnp.sum(d, axis=tuple(1 + ax for ax in axes)) if axes else d
+    g = g.reshape(g.shape[0], -1)
+    s = _max_abs(g, (1,), scaled)
+    return _scaled_sq(jnp.sum((g / s[:, None]) ** 2, axis=1), s)
+
+
+def _fast_sq(use: Use, acts: list, d: Array, scaled: bool) -> Array | None:
     """``[K]`` squared norms of a single-use root through a linear form, or None."""
+    name = use.prim.name
+    if name in _ELEMENTWISE:
+        axes = _broadcast_tail(use) if _same_rank(use) else None
+        return None if axes is None else _elementwise_sq(use, acts, d, axes, scaled)
     if not use.bijective:
         return None
-    name = use.prim.name
     if name == "dot_general":
-        return _dot_general_sq(use, acts[0], d)
+        return _dot_general_sq(use, acts[0], d, scaled)
     if name == "conv_general_dilated" and _conv_fast(use):
-        return _conv_sq(use, acts[0], d)
+        return _conv_sq(use, acts[0], d, scaled)
     if name == "gather" and _gather_fast(use):
-        return _gather_sq(use, acts[0], d)
+        return _gather_sq(use, acts[0], d, scaled)
     return None
 
 
@@ -495,28 +546,28 @@ def _use_grad(use: Use, acts: list, delta: Array) -> Array:
     return chain_t(op_t(delta)[0])[0]
 
 
-def _root_sq(uses: list[Use], acts: dict, deltas: dict) -> Array:
+def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array:
     """``[K]`` squared norm of one root's gradient for one example and scan iteration:
     acts[tap] its activations, deltas[tap] ``[K, *out]``."""
     if len(uses) == 1:
-        fast = _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap])
+        fast = _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled)
         if fast is not None:
             return fast
 
     def one(ds: dict) -> Array:
         g = sum(_use_grad(u, acts[u.tap], ds[u.tap]) for u in uses)
-        s = _max_abs(g, None)
+        s = _max_abs(g, None, scaled)
         return _scaled_sq(jnp.sum((g / s) ** 2), s)
 
     return jax.vmap(one)(deltas)
 
 
-def _stacked_root_sq(uses: list[Use], acts: dict, deltas: dict, depth: int) -> Array:
+def _stacked_root_sq(uses: list[Use], acts: dict, deltas: dict, depth: int, scaled: bool) -> Array:
     """``_root_sq`` summed over ``depth`` leading scan axes (acts: axis 0, deltas: axis 1)."""
     if depth == 0:
-        return _root_sq(uses, acts, deltas)
+        return _root_sq(uses, acts, deltas, scaled)
     per = jax.vmap(
-        lambda a, d: _stacked_root_sq(uses, a, d, depth - 1), in_axes=(0, 1), out_axes=0
+        lambda a, d: _stacked_root_sq(uses, a, d, depth - 1, scaled), in_axes=(0, 1), out_axes=0
     )(acts, deltas)
     return jnp.sum(per, axis=0)
 
@@ -542,6 +593,8 @@ def default_chunk(analysis: Analysis, k: int) -> int:
 
 def _fast_sq_static(use: Use) -> bool:
     name = use.prim.name
+    if name in _ELEMENTWISE:
+        return _same_rank(use) and _broadcast_tail(use) is not None
     return use.bijective and (
         name == "dot_general"
         or (name == "conv_general_dilated" and _conv_fast(use))
@@ -604,16 +657,23 @@ def _engine_chunk(
     pred, vjp_fn, acts = jax.vjp(lambda t: jax.vmap(tapped)(ex_leaves, t), taps, has_aux=True)
     basis = jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, n, k))
     (deltas,) = jax.vmap(vjp_fn)(basis)  # tap -> [K, n, *stack, *out]
-    total = jnp.zeros((n, k), pred.dtype)
-    for r in roots:
-        if not uses[r]:
-            continue
-        depth = len(plan.roots[r][1])
-        a = {u.tap: acts[u.tap] for u in uses[r]}
-        d = {u.tap: deltas[u.tap] for u in uses[r]}
-        per = functools.partial(_stacked_root_sq, uses[r], depth=depth)
-        total = total + jax.vmap(per, in_axes=(0, 1))(a, d)
-    return total, pred
+
+    def combine(scaled: bool) -> Array:
+        total = jnp.zeros((n, k), pred.dtype)
+        for r in roots:
+            if not uses[r]:
+                continue
+            depth = len(plan.roots[r][1])
+            a = {u.tap: acts[u.tap] for u in uses[r]}
+            d = {u.tap: deltas[u.tap] for u in uses[r]}
+            per = functools.partial(_stacked_root_sq, uses[r], depth=depth, scaled=scaled)
+            total = total + jax.vmap(per, in_axes=(0, 1))(a, d)
+        return total
+
+    # activations beyond ~1e19 overflow float32 when squared although the gradient norm may be
+    # finite (tanh saturates: 0): only then recompute with every factor scaled by its max |.|
+    total = combine(scaled=False)
+    return lax.cond(jnp.all(jnp.isfinite(total)), lambda: total, lambda: combine(scaled=True)), pred
 
 
 def _fallback(f: Callable, leaves: list, treedef, examples, others: list[int], chunk: int):
