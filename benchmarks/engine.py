@@ -358,7 +358,16 @@ def main() -> None:
         results[name] = part()
         print(f"{name} ({time.perf_counter() - start:.0f} s):", json.dumps(results[name], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("engine.json" if not args.only else f"engine_{'_'.join(args.only)}.json")
+    path = args.out / "engine.json"
+    if args.only and path.exists():  # a partial rerun replaces its parts, keeps the others
+        old = json.loads(path.read_text())
+        for name in parts:
+            if name not in results and name in old:
+                results[name] = old[name]
+        results["partial_reruns"] = [
+            *old.get("partial_reruns", []),
+            (commit.stdout.strip(), args.only),
+        ]
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {path}")
 

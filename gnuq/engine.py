@@ -372,8 +372,11 @@ def _outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
     A = A / sa
     D = D / sd[:, None, None, None]
     if t == 1:
-        # reductions, not a dot: under vmap a dot becomes n tiny batched matmuls
-        core = jnp.sum(jnp.sum(A**2, axis=(1, 2)) * jnp.sum(D**2, axis=(2, 3)), axis=1)
+        # reductions, not a dot (under vmap a dot becomes n tiny batched matmuls), and none
+        # over an axis of size 1 (XLA's CPU reductions over them are slow under vmap)
+        a2 = jnp.sum(A[:, 0] ** 2, axis=-1)  # [B]
+        d2 = jnp.sum(D[:, :, 0] ** 2, axis=-1)  # [K, B]
+        core = d2[:, 0] * a2[0] if A.shape[0] == 1 else jnp.sum(d2 * a2, axis=1)
     elif t * t * (i + k * j) <= k * t * i * j:
         ga = jnp.einsum("bti,bsi->bts", A, A, precision=_HIGHEST)
         gd = jnp.einsum("kbtj,kbsj->kbts", D, D, precision=_HIGHEST)
@@ -477,7 +480,7 @@ def _broadcast_tail(use: Use) -> tuple[int, ...] | None:
     dims, src_shape, out_shape = last[1]["broadcast_dimensions"], shapes[-2], shapes[-1]
     new = [ax for ax in range(len(out_shape)) if ax not in dims]
     stretched = [ax for s, ax in zip(src_shape, dims, strict=True) if s == 1 and out_shape[ax] != 1]
-    return tuple(sorted(new + stretched))
+    return tuple(sorted(ax for ax in new + stretched if out_shape[ax] != 1))  # size 1: no sum
 
 
 def _same_rank(use: Use) -> bool:
