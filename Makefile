@@ -30,6 +30,7 @@ smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/gradient_norms.py
+	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/mcmc.py
 	$(PY) benchmarks/laplace.py
 	$(PY) benchmarks/scaling_gradients.py

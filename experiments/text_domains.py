@@ -63,7 +63,7 @@ class Config:
     n_proxy: int  # training documents per domain whose Fisher is the proxy curvature
     max_length: int  # tokens per document (truncated)
     seeds: tuple[int, ...]
-    grad_chunk: int = 4  # documents per vmap chunk of all-parameter gradients (memory)
+    grad_chunk: int = 4  # documents per chunk of all-parameter gradient norms (memory)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
 
@@ -179,7 +179,7 @@ def run_unit(cfg: Config, seed: int, log, assets_dir: pathlib.Path, ckpt: pathli
             fit.params,
             ids["test"],
             likelihood="bernoulli",
-            method="vmap",
+            method="auto",
             chunk_size=cfg.grad_chunk,
         )
     )[:, 0]

@@ -9,10 +9,11 @@ from gnuq.types import Array
 
 
 def _split(xs, chunk: int):
-    """Pad (repeating the last row) and reshape every leaf to ``[n_chunks, chunk, ...]``."""
+    """Pad (repeating the last row) and reshape every leaf to ``[n_chunks, size, ...]``, with
+    ``size <= chunk`` as even as the chunks allow (10 000 rows at chunk 1085: 10 x 1000)."""
     n = jax.tree.leaves(xs)[0].shape[0]
-    chunk = max(1, min(chunk, n))
-    n_chunks = -(-n // chunk)
+    n_chunks = -(-n // max(1, min(chunk, n)))
+    chunk = -(-n // n_chunks)  # the same number of chunks with the least padding
     pad = n_chunks * chunk - n
 
     def split(a: Array) -> Array:

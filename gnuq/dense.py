@@ -61,7 +61,9 @@ def layer_backward(
     example n's output depends only on example n's pre-activations.
     """
     _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced for the layer widths only
-    taps = [jnp.zeros((x.shape[0], layer.features), x.dtype) for layer in layers]
+    # the taps take the parameters' float dtype: integer inputs (token ids) have no gradient
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    taps = [jnp.zeros((x.shape[0], layer.features), dtype) for layer in layers]
 
     def outputs(t: list[Array]) -> tuple[Array, list[Array]]:
         raw, inputs, _ = tapped_apply(apply_fn, params, x, t)

@@ -8,15 +8,25 @@ parameter covariance (Cov[theta] = I, paper Eq. 3-4) gives
 
 and for a regression mean f(x; theta): epistemic = ||grad_theta f(x; theta*)||^2.
 
-Two ways to get the per-example squared gradient norms:
+Three ways to get the per-example squared gradient norms (``method=``):
 
+- ``"engine"`` (what ``"auto"`` picks): ``gnuq.engine`` reads the traced computation and takes
+  every parameter used linearly (``dot_general`` -- Dense, einsum, ``x @ W``, attention
+  projections --, convolutions, bias adds, LayerNorm/RMSNorm scales, embedding gathers, layers
+  stacked under ``lax.scan``) through the outer-product, Gram or materialised form of its
+  per-example gradient, from one batched backward pass per output; the leaves it cannot serve
+  take ``vmap(jacrev)``. Works for Flax, plain ``jnp`` functions, any JAX function of a params
+  pytree.
 - ``"vmap"``: ``vmap(jacrev)`` of the per-example prediction, for ANY ``apply(params, x)``, in
-  chunks of ``chunk_size`` examples so memory stays bounded.
-- ``"dense"``: for models whose parameters all sit in ``flax.linen.Dense`` layers applied once per
-  example. A Dense layer's per-example weight gradient is the outer product a_i delta_i^T (a: layer
-  input, delta: gradient w.r.t. the layer's pre-activation), so
-  ||g_i||^2 = sum_layers (||a_i||^2 + 1) ||delta_i||^2, with every delta from one batched backward
-  pass per class. No per-example gradient is ever materialised.
+  chunks of ``chunk_size`` examples so memory stays bounded: the reference.
+- ``"dense"``: the original identity for models whose parameters all sit in
+  ``flax.linen.Dense`` layers applied once per example,
+  ||g_i||^2 = sum_layers (||a_i||^2 + 1) ||delta_i||^2 (kept for the Laplace baselines' KFAC).
+
+Every path evaluates an example as a batch of one. A model that mixes examples (a mean over the
+batch, batch normalisation in training mode) has no per-example gradient of its batched outputs:
+``"auto"``, ``"engine"`` and ``"dense"`` probe for that (does output n move when input m != n
+does?) and raise; ``"vmap"`` computes the batch-of-one model's values without the probe.
 """
 
 import functools
@@ -27,12 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gnuq import likelihoods
+from gnuq import engine, likelihoods
 from gnuq.chunking import chunked_map
-from gnuq.dense import dense_obstacle, layer_backward, output_basis, resolve_method
+from gnuq.dense import dense_obstacle, layer_backward, output_basis
 from gnuq.types import ApplyFn, Array, Params
 
-DEFAULT_CHUNK = {"dense": 2048, "vmap": 16}
+METHODS = ("auto", "engine", "dense", "vmap")
+DEFAULT_CHUNK = {"dense": 2048, "vmap": 16, "engine": None}  # engine: from its memory estimate
 
 
 class Uncertainty(NamedTuple):
@@ -79,16 +90,19 @@ def uncertainty(
       params: the point estimate theta*, any pytree of float arrays.
       x: inputs ``[N, ...]`` with a leading batch axis.
       likelihood: ``"categorical"``, ``"bernoulli"`` or ``"gaussian"``.
-      method: ``"dense"`` (outer-product identity), ``"vmap"`` (any model) or ``"auto"`` (dense
-        when the model qualifies, see ``dense_applies``).
-      chunk_size: examples per chunk (default 2048 for dense, 16 for vmap).
+      method: ``"auto"`` (= ``"engine"``), ``"engine"``, ``"vmap"`` (the reference, any model)
+        or ``"dense"`` (Dense-only models); see the module docstring.
+      chunk_size: examples per chunk, a positive integer (default: 16 for vmap, 2048 for dense,
+        and for the engine as many as fit its memory estimate of 128 MiB).
       noise_var: gaussian observation variance, returned as the aleatoric part.
+
+    Works inside ``jax.jit``; there, the checks that need values (finite inputs, the probe for
+    mixing examples) use the values of an earlier call outside ``jit`` for the same model and
+    shapes, else probe the model on stand-in values.
     """
     lik = likelihoods.get(likelihood, noise_var)
-    x = _check_batch(apply_fn, params, x, lik)
-    method = resolve_method(apply_fn, params, x, method)
-    chunk = chunk_size or DEFAULT_CHUNK[method]
-    epi, pred = _compiled(apply_fn, lik, method, chunk)(params, x)
+    x = jnp.asarray(x)
+    epi, pred = _program(apply_fn, params, x, lik, method, chunk_size)(params, x)
     if lik.name == "categorical":
         return Uncertainty(epi, pred * (1 - pred), pred)
     epi, pred = epi[:, 0], pred[:, 0]
@@ -109,14 +123,31 @@ def squared_grad_norms(
 ) -> Array:
     """``[N, K]`` squared norms ||grad_theta predict_k(x_n)||^2, K = C or 1 (not categorical)."""
     lik = likelihoods.get(likelihood)
-    x = _check_batch(apply_fn, params, x, lik)
-    method = resolve_method(apply_fn, params, x, method)
-    return _compiled(apply_fn, lik, method, chunk_size or DEFAULT_CHUNK[method])(params, x)[0]
+    x = jnp.asarray(x)
+    return _program(apply_fn, params, x, lik, method, chunk_size)(params, x)[0]
 
 
 def dense_applies(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
-    """Whether the outer-product identity covers every parameter of ``apply_fn`` on ``x``."""
+    """Whether the Dense-layer identity (``method="dense"``) covers every parameter of
+    ``apply_fn`` on ``x``."""
     return dense_obstacle(apply_fn, params, jnp.asarray(x)) is None
+
+
+def engine_coverage(
+    apply_fn: ApplyFn, params: Params, x: Array, *, likelihood: str
+) -> dict[str, bool]:
+    """Per parameter leaf (by its path in ``params``): True where the engine serves it through a
+    linear form, False where it falls back to ``vmap(jacrev)``."""
+    lik = likelihoods.get(likelihood)
+    x = jnp.asarray(x)
+
+    def one(p: Params, xi: Array) -> Array:
+        return lik.predict(apply_fn(p, xi[None]))[0]
+
+    example = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+    served = engine.analyse(one, params, example).served
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    return dict(zip(paths, served, strict=True))
 
 
 def sequence_uncertainty(
@@ -127,6 +158,7 @@ def sequence_uncertainty(
     *,
     per_token: bool = False,
     chunk_size: int = 1,
+    method: str = "engine",
 ) -> SequenceUncertainty:
     """Uncertainty of answer tokens under an autoregressive model (paper Sec. 3.4).
 
@@ -138,8 +170,10 @@ def sequence_uncertainty(
                   or, with ``per_token=True``, mean_t ||grad_theta p_t||^2 (no cross-terms)
       aleatoric = mean_t p_t (1 - p_t)
 
-    Sequences are processed ``chunk_size`` at a time (1 keeps one model's gradient in memory);
-    the per-token variant takes one answer position at a time (one backward pass each).
+    Sequences are processed ``chunk_size`` at a time; ``method="engine"`` (default) takes the
+    Gram forms of ``gnuq.engine`` (no weight gradient is formed where T^2 (d_in + d_out) <
+    T d_in d_out), ``"vmap"`` the reference ``vmap(jacrev)``. The per-token variant takes one
+    answer position at a time (one backward pass each).
     """
     tokens = jnp.asarray(tokens)
     mask = jnp.asarray(answer_mask)
@@ -159,8 +193,11 @@ def sequence_uncertainty(
     if empty.size:
         raise ValueError(f"sequences {empty.tolist()} have no answer tokens in answer_mask")
     _check_finite_params(params)
+    _check_chunk(chunk_size)
+    if method not in ("engine", "vmap"):
+        raise ValueError(f"unknown method {method!r}; choose 'engine' or 'vmap'")
     mask = mask.astype(jnp.result_type(float))
-    epi, pt = _sequence_program(logits_fn, per_token, chunk_size)(params, tokens, mask)
+    epi, pt = _sequence_program(logits_fn, per_token, chunk_size, method)(params, tokens, mask)
     count = jnp.sum(mask, axis=1)
     return SequenceUncertainty(
         epistemic=epi,
@@ -171,7 +208,7 @@ def sequence_uncertainty(
 
 
 @functools.lru_cache(maxsize=64)
-def _sequence_program(logits_fn: ApplyFn, per_token: bool, chunk_size: int):
+def _sequence_program(logits_fn: ApplyFn, per_token: bool, chunk_size: int, method: str):
     """The jitted ``(params, tokens, mask) -> (epistemic [B], token probs [B, T])`` of
     ``sequence_uncertainty``, built once per model and setting, so that calls with the same
     shapes reuse one compilation."""
@@ -202,7 +239,8 @@ def _sequence_program(logits_fn: ApplyFn, per_token: bool, chunk_size: int):
         if per_token:
             epi = jax.lax.map(lambda ex: per_token_sq(p, *ex), (tok, m))
         else:
-            epi = _vmap_sq_norms(mean_prob, p, (tok, m), chunk_size)[:, 0]
+            sq = engine.squared_norms if method == "engine" else _vmap_sq_norms
+            epi = sq(mean_prob, p, (tok, m), chunk_size)[:, 0]
         return epi, jax.vmap(lambda t, mm: token_probs(p, t, mm))(tok, m)
 
     return jax.jit(run)
@@ -214,22 +252,30 @@ def _sequence_program(logits_fn: ApplyFn, per_token: bool, chunk_size: int):
 
 @functools.lru_cache(maxsize=64)
 def _compiled(
-    apply_fn: ApplyFn, lik: likelihoods.Likelihood, method: str, chunk: int
+    apply_fn: ApplyFn, lik: likelihoods.Likelihood, method: str, chunk: int | None
 ) -> Callable[[Params, Array], tuple[Array, Array]]:
     """A jitted ``(params, x) -> (sq_norms [N, K], predictions [N, K])``, cached per model."""
 
     def predict(p: Params, x: Array) -> Array:
         return lik.predict(apply_fn(p, x))
 
+    def one(q: Params, xi: Array) -> Array:
+        return predict(q, xi[None])[0]
+
     if method == "dense":
 
         def run(p: Params, x: Array) -> tuple[Array, Array]:
             return chunked_map(lambda xc: _dense_chunk(apply_fn, lik, p, xc), x, chunk)
 
+    elif method == "engine":
+
+        def run(p: Params, x: Array) -> tuple[Array, Array]:
+            return engine.squared_norms_and_outputs(one, p, x, chunk)
+
     else:
 
         def run(p: Params, x: Array) -> tuple[Array, Array]:
-            sq = _vmap_sq_norms(lambda q, xi: predict(q, xi[None])[0], p, x, chunk)
+            sq = _vmap_sq_norms(one, p, x, chunk)
             return sq, chunked_map(lambda xc: predict(p, xc), x, chunk)
 
     return jax.jit(run)
@@ -257,17 +303,151 @@ def _dense_chunk(
     pred, inputs, deltas, layers = layer_backward(apply_fn, params, x, lik.predict, output_basis)
     sq = 0.0
     for a, d, layer in zip(inputs, deltas, layers, strict=True):  # d [K, n, features]
-        a_sq = jnp.sum(a.astype(pred.dtype) ** 2, axis=-1) + (1.0 if layer.use_bias else 0.0)
-        sq = sq + a_sq[None, :] * jnp.sum(d**2, axis=-1)
+        a = a.astype(pred.dtype)
+        if layer.use_bias:
+            a = jnp.concatenate([a, jnp.ones((*a.shape[:-1], 1), a.dtype)], axis=-1)
+        sq = sq + (_norm(a)[None, :] * _norm(d)) ** 2  # norms first: ||a||^2 of 1e20 overflows
     return sq.T, pred
 
 
+def _norm(a: Array) -> Array:
+    """Euclidean norm over the last axis without overflow: max|a| ||a / max|a|||."""
+    s = jnp.max(jnp.abs(a), axis=-1, keepdims=True)
+    s = jnp.where(s > 0, s, 1.0)
+    return s[..., 0] * jnp.sqrt(jnp.sum((a / s) ** 2, axis=-1))
+
+
 # ---------------------------------------------------------------------------------------------
-# input checks
+# input checks and the per-model structure, cached
 
 
-def _check_batch(apply_fn: ApplyFn, params: Params, x, lik: likelihoods.Likelihood) -> Array:
-    x = jnp.asarray(x)
+_STRUCTURE: dict = {}  # structure key -> the compiled program (checks done, method resolved)
+_STRUCTURE_MAX = 256
+
+
+def _program(
+    apply_fn: ApplyFn,
+    params: Params,
+    x: Array,
+    lik: likelihoods.Likelihood,
+    method: str,
+    chunk_size: int | None,
+) -> Callable[[Params, Array], tuple[Array, Array]]:
+    """The compiled ``(params, x) -> (sq_norms, predictions)`` after the input checks.
+
+    The structure analysis (output shapes, the method, the mixing probe) depends only on the
+    model, the likelihood and the shapes, so it runs once per such key; the value checks (finite
+    x and params) run on every call outside ``jit``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    _check_chunk(chunk_size)
+    leaves, treedef = jax.tree.flatten(params)
+    shapes = tuple((np.shape(leaf), getattr(leaf, "dtype", type(leaf))) for leaf in leaves)
+    key = (apply_fn, lik, method, chunk_size, x.shape, x.dtype, treedef, shapes)
+    program = _STRUCTURE.get(key)
+    if program is not None:
+        _check_values(x, params)
+    else:
+        _check_batch(apply_fn, params, x, lik)
+        _check_values(x, params)
+        resolved = _resolve_method(apply_fn, params, x, method)
+        chunk = chunk_size or DEFAULT_CHUNK[resolved]
+        program = _compiled(apply_fn, lik, resolved, chunk)
+        if len(_STRUCTURE) >= _STRUCTURE_MAX:
+            _STRUCTURE.clear()
+        _STRUCTURE[key] = program
+    return program
+
+
+def _resolve_method(apply_fn: ApplyFn, params: Params, x: Array, method: str) -> str:
+    """``"engine"``, ``"dense"`` or ``"vmap"``; raises where a per-example path would be wrong."""
+    if method == "vmap":
+        return method
+    if method == "dense":
+        reason = dense_obstacle(apply_fn, params, x)
+        if reason is not None:
+            raise ValueError(f"method='dense' does not apply: {reason}. Use method='auto'.")
+    mixing = _mixing_probe(apply_fn, params, x)
+    if mixing is not None:
+        raise ValueError(
+            f"apply_fn mixes examples: {mixing}, so the batched model has no per-example "
+            "gradient (a mean or normalisation over the batch axis, e.g. BatchNorm in training "
+            "mode?). Evaluate it in inference mode, or pass method='vmap' to get each example's "
+            "values as a batch of one."
+        )
+    return "dense" if method == "dense" else "engine"
+
+
+def _mixing_probe(apply_fn: ApplyFn, params: Params, x: Array) -> str | None:
+    """How output n depends on input m != n, or None: a probe on two examples.
+
+    Float inputs: the forward-mode derivative of output 0 w.r.t. input 1 (and 1 w.r.t. 0) must be
+    exactly zero, as it is for any per-example model. Integer inputs (token ids): outputs 0 and 1
+    must not move when the other example's ids change. Uses the first two rows of x and the
+    given params; inside ``jit`` (tracers) stand-in values of the same shapes.
+    """
+    with jax.ensure_compile_time_eval():
+        if isinstance(x, jax.core.Tracer):
+            x = _stand_in_inputs(x)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(params)):
+            params = _stand_in_params(params)
+        probe = jnp.concatenate([x[:2], x[:1]])[:2]  # two rows, even when N = 1
+        fwd = functools.partial(apply_fn, params)
+        if jnp.issubdtype(probe.dtype, jnp.inexact):
+            for m, n in ((1, 0), (0, 1)):
+                tangent = jnp.zeros_like(probe).at[m].set(1.0)
+                _, dout = jax.jvp(fwd, (probe,), (tangent,))
+                if not bool(jnp.all(dout[n] == 0)):
+                    return f"d output[{n}] / d input[{m}] != 0"
+            return None
+        base = np.asarray(fwd(probe))
+        for m, n in ((1, 0), (0, 1)):
+            changed = probe.at[m].set(jnp.where(probe[m] > 0, probe[m] - 1, probe[m] + 1))
+            if not np.array_equal(np.asarray(fwd(changed))[n], base[n], equal_nan=True):
+                return f"output[{n}] changes with the ids of input[{m}]"
+        return None
+
+
+def _stand_in_inputs(x: Array) -> Array:
+    shape = (2, *x.shape[1:])
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jax.random.normal(jax.random.key(0), shape, x.dtype)
+    return jnp.ones(shape, x.dtype).at[1].set(2)
+
+
+def _stand_in_params(params: Params) -> Params:
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), max(1, len(leaves)))
+    return jax.tree.unflatten(
+        treedef,
+        [
+            0.5 * jax.random.normal(k, leaf.shape, leaf.dtype)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)
+            else jnp.zeros(leaf.shape, leaf.dtype)
+            for k, leaf in zip(keys, leaves, strict=False)
+        ],
+    )
+
+
+def _check_chunk(chunk_size) -> None:
+    ok = isinstance(chunk_size, int | np.integer) and not isinstance(chunk_size, bool)
+    if chunk_size is not None and not (ok and chunk_size > 0):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+
+
+def _check_values(x: Array, params: Params) -> None:
+    """Finite x and params (skipped for tracers, whose values are unknown)."""
+    if not isinstance(x, jax.core.Tracer) and x.size and jnp.issubdtype(x.dtype, jnp.inexact):
+        finite = np.isfinite(np.asarray(x)).reshape(x.shape[0], -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise ValueError(f"x contains NaN or inf in rows {bad[:10].tolist()}")
+    _check_finite_params(params)
+
+
+def _check_batch(apply_fn: ApplyFn, params: Params, x: Array, lik: likelihoods.Likelihood) -> None:
+    """Shapes: a leading batch axis, a model that keeps it, outputs the likelihood can read."""
     if x.ndim < 2:
         raise ValueError(
             f"x must have a leading batch axis, [N, features...]; got shape {tuple(x.shape)}. "
@@ -275,12 +455,9 @@ def _check_batch(apply_fn: ApplyFn, params: Params, x, lik: likelihoods.Likeliho
         )
     if x.shape[0] == 0:
         raise ValueError("empty batch: x has no rows")
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-        bad = np.flatnonzero(~np.isfinite(np.asarray(x)).reshape(x.shape[0], -1).all(axis=1))
-        raise ValueError(f"x contains NaN or inf in rows {bad[:10].tolist()}")
-    _check_finite_params(params)
     try:
         out = jax.eval_shape(apply_fn, params, x)
+        one = jax.eval_shape(apply_fn, params, x[:1])
     except Exception as err:
         raise ValueError(
             f"apply_fn(params, x) failed for x of shape {tuple(x.shape)}: does the feature count "
@@ -288,13 +465,29 @@ def _check_batch(apply_fn: ApplyFn, params: Params, x, lik: likelihoods.Likeliho
         ) from err
     if out.shape[:1] != x.shape[:1]:
         raise ValueError(f"apply_fn returned shape {tuple(out.shape)} for {x.shape[0]} inputs")
+    if one.shape != (1, *out.shape[1:]):
+        raise ValueError(
+            f"apply_fn returned shape {tuple(one.shape)} for a batch of one input but "
+            f"{tuple(out.shape)} for {x.shape[0]}: the model must keep the batch axis for every N "
+            "(a bare .squeeze() drops it at N = 1; squeeze the feature axis: .squeeze(-1))"
+        )
     lik.outputs(jnp.zeros(out.shape, out.dtype))  # raises on a shape the likelihood cannot read
-    return x
 
 
 def _check_finite_params(params: Params) -> None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if isinstance(leaf, jax.core.Tracer):
-            continue
-        if not bool(jnp.all(jnp.isfinite(leaf))):
-            raise ValueError(f"params{jax.tree_util.keystr(path)} contains NaN or inf")
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    concrete = [(p, leaf) for p, leaf in leaves if not isinstance(leaf, jax.core.Tracer)]
+    if not concrete:
+        return
+    if jax.default_backend() == "cpu":  # host memory: numpy reads it in place, no dispatch
+        flags = np.array([np.isfinite(np.asarray(leaf)).all() for _, leaf in concrete])
+    else:  # one reduction on the device, one transfer of a flag per leaf
+        flags = np.asarray(_finite_flags([leaf for _, leaf in concrete]))
+    if not flags.all():
+        path = concrete[int(np.flatnonzero(~flags)[0])][0]
+        raise ValueError(f"params{jax.tree_util.keystr(path)} contains NaN or inf")
+
+
+@jax.jit
+def _finite_flags(leaves: list) -> Array:
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gnuq.types import Array
 
@@ -54,6 +55,39 @@ class Likelihood(NamedTuple):
             raise ValueError("the gaussian likelihood needs noise_var= for its log-likelihood")
         r = z[:, 0] - y
         return 0.5 * r**2 / self.noise_var + 0.5 * jnp.log(2 * jnp.pi * self.noise_var)
+
+
+def check_data(lik: Likelihood, x: Array, y: Array) -> None:
+    """Training data the likelihood can use, or a ValueError saying what is wrong.
+
+    x: finite, as many rows as y. y: bernoulli labels in {0, 1}; categorical integer labels >= 0
+    (the upper bound C is the model's); gaussian finite targets. Tracers (inside ``jit``) are
+    not checked.
+    """
+    if np.shape(x)[:1] != np.shape(y)[:1]:
+        rows = np.shape(y)[0] if np.ndim(y) else "no rows (a scalar)"
+        raise ValueError(f"x has {np.shape(x)[0]} rows but y has {rows}")
+    if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
+        return
+    xs = np.asarray(x)
+    if np.issubdtype(xs.dtype, np.inexact):
+        finite = np.isfinite(xs).reshape(len(xs), -1).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)[:10].tolist()
+            raise ValueError(f"training x contains NaN or inf in rows {rows}")
+    ys = np.asarray(y)
+    if not np.isfinite(ys).all():
+        rows = np.flatnonzero(~np.isfinite(ys))[:10].tolist()
+        raise ValueError(f"training y contains NaN or inf in rows {rows}")
+    if lik.name == "bernoulli" and not np.isin(ys, (0, 1)).all():
+        raise ValueError(
+            f"bernoulli labels must be 0 or 1, got values {np.unique(ys)[:10].tolist()} "
+            "(map {-1, +1} labels with (y + 1) / 2)"
+        )
+    if lik.name == "categorical" and not ((ys >= 0) & (ys == np.round(ys))).all():
+        raise ValueError(
+            f"categorical labels must be integers >= 0, got {np.unique(ys)[:10].tolist()}"
+        )
 
 
 def get(name: str, noise_var: float | None = None) -> Likelihood:

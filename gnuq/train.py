@@ -80,8 +80,7 @@ def fit_map(
 
     Deterministic: full batch, no randomness beyond the initial ``params`` the caller drew.
     """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    likelihoods.check_data(likelihood, x, y)
     potential = neg_log_posterior(apply_fn, likelihood, config.prior_precision)
     params, loss, gnorm, steps = _optimise(potential, params, x, y, config)
     result = MapResult(

@@ -1,5 +1,6 @@
 """Negative log-likelihoods against their textbook closed forms."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -47,3 +48,28 @@ def test_targets_of_the_wrong_shape_are_refused():
     lik = likelihoods.get("bernoulli")
     with pytest.raises(ValueError, match=r"targets must have shape \[N\]"):
         lik.nll(jnp.zeros((4, 1)), jnp.zeros((4, 1)))
+
+
+def test_training_data_checks():
+    """NaN inputs and {-1, +1} bernoulli labels used to train silently (all-NaN Laplace, 0.65
+    instead of 0.87 accuracy); each now raises before any training."""
+    from gnuq import models, train
+    from gnuq.baselines import laplace
+
+    bern = likelihoods.get("bernoulli")
+    x = jnp.ones((4, 2))
+    y = jnp.array([0.0, 1.0, 1.0, 0.0])
+    cases = [
+        (x.at[2, 0].set(jnp.nan), y, r"training x contains NaN or inf in rows \[2\]"),
+        (x, jnp.array([-1.0, 1.0, 1.0, -1.0]), "bernoulli labels must be 0 or 1"),
+        (x, y.at[1].set(jnp.inf), "training y contains NaN"),
+        (x[:3], y, "x has 3 rows but y has 4"),
+    ]
+    m = models.mlp(jax.random.key(0), 2, (3,), 1)
+    for xx, yy, message in cases:
+        with pytest.raises(ValueError, match=message):
+            train.fit_map(m.apply, bern, m.params, xx, yy)
+        with pytest.raises(ValueError, match=message):
+            laplace.laplace_posterior(m.apply, m.params, xx, yy, bern, 1.0, structure="diag")
+    with pytest.raises(ValueError, match="integers >= 0"):
+        likelihoods.check_data(likelihoods.get("categorical"), x, jnp.array([0, 1.5, 2, 0]))

@@ -66,8 +66,7 @@ def curvature(
         raise ValueError(f"unknown curvature kind {kind!r}; choose one of {KINDS}")
     if structure not in STRUCTURES:
         raise ValueError(f"unknown structure {structure!r}; choose one of {tuple(STRUCTURES)}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    likelihoods.check_data(likelihood, x, y)
     weights = jnp.ones(x.shape[0]) if mask is None else jnp.asarray(mask, jnp.float32)
     if weights.shape != (x.shape[0],):
         raise ValueError(f"mask must be [N={x.shape[0]}], got {tuple(weights.shape)}")
