@@ -19,7 +19,7 @@ interleaved runs: on 2 shared cores the fastest run is the one other work distur
    answer tokens: engine vs ``vmap(jacrev)`` vs one forward and one forward + backward pass.
 5. Per-call overhead on a 1k-parameter MLP: ``gnuq.uncertainty`` minus its compiled program.
 
-Writes ``benchmarks/results/engine.json`` and prints the table.
+Writes ``figures/engine/engine.json`` and prints the table.
 """
 
 import argparse
@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--docs", type=int, default=4)
     parser.add_argument("--only", nargs="*", default=None)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("figures/engine"))
     args = parser.parse_args()
     parts = {
         "mlp_1028": lambda: big_mlp(args.repeats),
