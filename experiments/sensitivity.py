@@ -257,12 +257,17 @@ def check(cfg: Config) -> None:
 
 def compute(cfg: Config, setting: Setting, seed: int, ctx: Context) -> dict[str, np.ndarray]:
     """The source experiment's arrays for one setting and seed (``own_compute`` where its
-    ``compute`` cannot take the setting)."""
-    if setting.own:
-        return own_compute(setting, seed, ctx)
-    module = SOURCES[setting.experiment][2]
-    c = dataclasses.replace(setting.config, problems=(setting.spec,), seeds=(seed,))
-    return module.compute(c, setting.spec, seed, ctx)
+    ``compute`` cannot take the setting); a setting whose MAP or maps fail (a diverged MAP,
+    an estimate constant over the grid) is stored as ``{"failed": reason}``."""
+    try:
+        if setting.own:
+            return own_compute(setting, seed, ctx)
+        module = SOURCES[setting.experiment][2]
+        c = dataclasses.replace(setting.config, problems=(setting.spec,), seeds=(seed,))
+        return module.compute(c, setting.spec, seed, ctx)
+    except (ValueError, FloatingPointError) as err:  # a diverged MAP, a constant map: a result
+        ctx.log(f"failed: {err}")
+        return {"failed": np.asarray(f"{type(err).__name__}: {err}")}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,11 +35,12 @@ INDEPENDENT = (  # reported in issue 19 (item 5), not computed here
 def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]:
     settings = dict(plan.units)
     records, diagnostics = [], []
+    failed = {name: str(a["failed"]) for (name, _), a in units.items() if "failed" in a}
     for (experiment, problem), variants in plan.variants.items():
         for variant, name in variants:
             for seed in cfg.seeds:
                 arrays = units.get((name, seed)) if name else None
-                if arrays is None:
+                if arrays is None or "failed" in arrays:
                     continue
                 base = {
                     "problem": problem,
@@ -53,6 +54,8 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
                 }
                 records += [r for r in agreement.records(arrays, base) if r["class"] == "overall"]
     for (name, seed), arrays in sorted(units.items()):
+        if "failed" in arrays:
+            continue
         s = settings[name]
         base = {
             "problem": s.spec.name,
@@ -66,7 +69,7 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
     ledger = ledger_rows(cfg, plan, records)
     out.mkdir(parents=True, exist_ok=True)
     report.write_table(out, "ledger", ledger_table(cfg, profile, ledger))
-    report.write_table(out, "variants", variants_table(cfg, profile, plan, records))
+    report.write_table(out, "variants", variants_table(cfg, profile, plan, records, failed))
     if diagnostics:
         shown = [d | {"reference": d["unit"]} for d in diagnostics]
         report.write_table(out, "diagnostics", report.diagnostics_table(shown, cfg.mcmc))
@@ -74,7 +77,10 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
         ledger_figure(out / "ledger", ledger, records, profile)
     report.write_results(
         out, "sensitivity", profile, cfg, records, diagnostics,
-        extra={"ledger": [{k: v for k, v in row.items() if k != "candidates"} for row in ledger]},
+        extra={
+            "ledger": [{k: v for k, v in row.items() if k != "candidates"} for row in ledger],
+            "failed": failed,
+        },
     )  # fmt: skip
     lines = [f"- {r['row']} {STATS[r['stat']]}: {r['explanation']}" for r in ledger]
     return ["# Gap ledger", "", *(lines or ["- no row of Table 1 is more than the gap away"])]
@@ -237,7 +243,9 @@ def ledger_table(cfg, profile: str, ledger: list[dict]) -> tuple[str, str]:
     return md + f"\n{INDEPENDENT}.\n", tex
 
 
-def variants_table(cfg, profile: str, plan, records: list[dict]) -> tuple[str, str]:
+def variants_table(
+    cfg, profile: str, plan, records: list[dict], failed: dict[str, str]
+) -> tuple[str, str]:
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r["reference"] == PAPER_REFERENCE:
@@ -264,7 +272,8 @@ def variants_table(cfg, profile: str, plan, records: list[dict]) -> tuple[str, s
                 if all(v is None for v in values):
                     if method == PRIOR_METRIC:
                         continue
-                    values = ["n/a" if name is None else "not run yet"] * len(values)
+                    why = "not run yet" if name not in failed else f"failed: {failed[name]}"
+                    values = ["n/a" if name is None else why] * len(values)
                 body.append(line + values)
     caption = f"Every variant of the gap rows' problems. {settings_note(cfg, profile)}"
     return report.rows_table(header, body, caption)
