@@ -187,8 +187,13 @@ def _explain(e: dict, gap: float, value: str, name: str) -> str:
         )
     if e["choice"] == "baseline":
         return f"no setting comes closer than our baseline {value} vs {paper}{note}"
-    if e["contains_paper"]:
+    if e["contains_paper"] and distance <= gap:
         return f"{name} closes the gap ({e['choice']}): {value} vs {paper}{note}"
+    if e["contains_paper"]:
+        return (
+            f"not closed: {name} ({e['choice']}) {value} holds {paper} only through its wide "
+            f"interval, {distance:.2f} away{note}"
+        )
     if distance <= gap:
         return f"{name} narrows it to {distance:.2f} ({e['choice']}): {value} vs {paper}{note}"
     return (

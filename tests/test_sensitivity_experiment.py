@@ -99,6 +99,8 @@ def test_explanations_follow_the_numbers():
     assert sensitivity_report.explain(closes, 0.1).startswith("ReLU (box) closes the gap")
     narrows = closes | {"value": (0.72, 0.7, 0.75), "contains_paper": False}
     assert "narrows it to 0.08" in sensitivity_report.explain(narrows, 0.1)
+    wide = closes | {"value": (0.6, 0.3, 0.9)}
+    assert "only through its wide interval" in sensitivity_report.explain(wide, 0.1)
     open_ = closes | {"value": (0.6, 0.55, 0.65), "contains_paper": False}
     assert "no setting closes it" in sensitivity_report.explain(open_, 0.1)
     assert "finding about the paper" in sensitivity_report.explain(open_, 0.1)
