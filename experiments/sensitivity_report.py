@@ -66,7 +66,7 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
         }
         diagnostics += report.diagnostics_rows(base, arrays)
 
-    ledger = ledger_rows(cfg, plan, records)
+    ledger = ledger_rows(cfg, plan, records, failed)
     out.mkdir(parents=True, exist_ok=True)
     report.write_table(out, "ledger", ledger_table(cfg, profile, ledger))
     report.write_table(out, "variants", variants_table(cfg, profile, plan, records, failed))
@@ -126,7 +126,7 @@ def candidates(row: dict, records: list[dict]) -> list[dict]:
     return out
 
 
-def ledger_rows(cfg, plan, records: list[dict]) -> list[dict]:
+def ledger_rows(cfg, plan, records: list[dict], failed: dict[str, str]) -> list[dict]:
     rows = []
     for row in plan.rows:
         stat, paper = row["stat"], row["paper"]
@@ -148,7 +148,10 @@ def ledger_rows(cfg, plan, records: list[dict]) -> list[dict]:
             "baseline": None if base_box is None else base_box["value"],
             "closest": None,
             "candidates": found,
-            "variants_planned": sum(n is not None for _, n in plan.variants[key]),
+            "variants_planned": sum(
+                n is not None and n not in failed for _, n in plan.variants[key]
+            ),
+            "variants_failed": [v.name for v, n in plan.variants[key] if n in failed],
             "variants_computed": len({c["variant"] for c in found}),
         }
         if closest is not None:
@@ -171,9 +174,12 @@ def explain(e: dict, gap: float) -> str:
         return "not run yet: no unit of this problem is computed"
     value, name = _cell(e["value"]), e["closest"]
     planned, computed = e.get("variants_planned", 0), e.get("variants_computed", 0)
+    line = _explain(e, gap, value, name)
+    if e.get("variants_failed"):
+        line += f"; failed (MAP or a constant map): {', '.join(e['variants_failed'])}"
     if computed < planned:
-        return f"{_explain(e, gap, value, name)}; only {computed} of {planned} variants run yet"
-    return _explain(e, gap, value, name)
+        line += f"; only {computed} of {planned} variants run yet"
+    return line
 
 
 def _explain(e: dict, gap: float, value: str, name: str) -> str:
