@@ -33,6 +33,7 @@ PAPER_ITEMS = {  # experiment -> what it regenerates, in `make reproduce` order
     "text_domains": "Table 4; Figure 4 (proxy bias with a text encoder)",
     "scaling": "Table 10; Figure 3 (parameter-count sweep)",
     "llm_qa": "Tables 2, 11-15 (LLM question answering)",
+    "sensitivity": "not in the paper: the gap ledger (which open choice explains each gap)",
 }
 TABLE1 = [  # (experiment, problem, label, quantity, method): the rows of the paper's Table 1
     *(
