@@ -21,7 +21,9 @@ from experiments import gallery
 from experiments.harness import report
 from experiments.harness.config import PROFILES
 
-EXPERIMENTS: list[str] = list(gallery.PAPER_ITEMS)  # binary, multiclass, ..., llm_qa
+EXPERIMENTS: list[str] = [  # binary, multiclass, ..., llm_qa
+    name for name in gallery.PAPER_ITEMS if name not in gallery.SEPARATE_RUNS
+]
 
 
 def machine() -> dict:

@@ -41,3 +41,8 @@ def test_difference_evidence_pairs_seeds():
         "d", [_rec(0, 0.9, (0.8, 0.95))], [_rec(0, 0.85, (0.8, 0.9))], "pearson", 0.05
     )
     assert one[0] == claims.INCONCLUSIVE and "[-0.10, +0.15]" in one[1]
+    # a difference of correlations spans [-2, 2]: its interval is not clipped to [-1, 1]
+    la = [_rec(s, 0.96 + s / 100) for s in range(3)]
+    gn = [_rec(s, -0.64 - s / 100) for s in range(3)]
+    far = claims.difference_evidence("d", la, gn, "pearson", 0.05)
+    assert "+1.62 [" in far[1] and "+1.00]" not in far[1]

@@ -78,7 +78,7 @@ def difference_evidence(
         lo_b, hi_b = rb[f"{stat}_ci"]
         interval = (lo_a - hi_b, hi_a - lo_b)
     else:
-        interval = stats.seed_interval(diffs)
+        interval = stats.seed_interval(diffs, clip=False)  # a difference spans [-2, 2]
     verdict = decide(interval, threshold)
     mean = float(np.mean(diffs))
     return verdict, (
