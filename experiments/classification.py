@@ -101,7 +101,8 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
         cfg.map.prior_precision,
         cfg.mcmc,
     )
-    ctx.log(f"NUTS from the MAP: {_summary(ref.diagnostics, start)}")
+    seconds = time.monotonic() - start
+    ctx.log("NUTS from the MAP: " + agreement.diagnostics_summary(ref.diagnostics, seconds))
 
     fitted = methods.Fit(
         model.apply, fit.params, x, y, grid, lik, cfg.map.prior_precision, k_la, n_params,
@@ -116,7 +117,11 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
             lambda p: train.fit_map(model.apply, lik, p, x, y, cfg.map).params,
             model.apply, lik, x, y, grid, cfg.map.prior_precision, cfg.mcmc,
         )  # fmt: skip
-        ctx.log(f"NUTS from independent MAPs: {_summary(robust.diagnostics, start)}")
+        seconds = time.monotonic() - start
+        ctx.log(
+            "NUTS from independent MAPs: "
+            + agreement.diagnostics_summary(robust.diagnostics, seconds)
+        )
     arrays = methods.compute_all(fitted, problem.task)
     arrays |= agreement.every_agreement(
         problem.task, arrays, ref, robust, grid, x, cfg.bootstrap_resamples, seed
@@ -134,13 +139,6 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
             "la_structure": np.asarray(methods.la_structure(fitted)),
             "map_grad_norm": np.asarray(fit.grad_norm),
         }
-    )
-
-
-def _summary(d, start: float) -> str:
-    return (
-        f"R-hat {d.rhat_max:.3f}, bulk ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
-        f"{'ok' if d.ok else 'FAILED the gate'} ({time.monotonic() - start:.0f} s)"
     )
 
 

@@ -78,7 +78,8 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
         ctx.results / "mcmc", identity, k_mcmc, model.apply, lik, x, y, fit.params, grid, lam,
         cfg.mcmc,
     )  # fmt: skip
-    ctx.log(f"NUTS from the MAP: {_summary(ref.diagnostics, start)}")
+    seconds = time.monotonic() - start
+    ctx.log("NUTS from the MAP: " + agreement.diagnostics_summary(ref.diagnostics, seconds))
     robust = None
     if spec.widths and seed in cfg.robust_seeds:
         start = time.monotonic()
@@ -88,7 +89,11 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
             lambda p: train.fit_map(model.apply, lik, p, x, y, cfg.map).params,
             model.apply, lik, x, y, grid, lam, cfg.mcmc,
         )  # fmt: skip
-        ctx.log(f"NUTS from independent MAPs: {_summary(robust.diagnostics, start)}")
+        seconds = time.monotonic() - start
+        ctx.log(
+            "NUTS from independent MAPs: "
+            + agreement.diagnostics_summary(robust.diagnostics, seconds)
+        )
     n_params = models.count_params(model.params)
     fitted = methods.Fit(model.apply, fit.params, x, y, grid, lik, lam, k_mcmc, n_params)
     arrays = methods.compute_all(fitted, "gaussian")
@@ -113,13 +118,6 @@ def compute(cfg: Config, spec: ProblemSpec, seed: int, ctx: Context) -> dict[str
             "hessian_eigs": spectra["hessian"],
             "ggn_eigs": spectra["ggn"],
         }
-    )
-
-
-def _summary(d, start: float) -> str:
-    return (
-        f"R-hat {d.rhat_max:.3f}, ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
-        f"{'ok' if d.ok else 'FAILED the gate'} ({time.monotonic() - start:.0f} s)"
     )
 
 

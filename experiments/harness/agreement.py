@@ -41,6 +41,14 @@ def diagnostic_arrays(d, reference: str = "") -> dict[str, np.ndarray]:
     return {prefix + k: np.asarray(getattr(d, k)) for k in DIAGNOSTIC_FIELDS}
 
 
+def diagnostics_summary(d, seconds: float) -> str:
+    """One progress line of a reference's gate, e.g. for ``Context.log``."""
+    return (
+        f"R-hat {d.rhat_max:.3f}, bulk ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
+        f"{'ok' if d.ok else 'FAILED the gate'} ({seconds:.0f} s)"
+    )
+
+
 DIAGNOSTIC_FIELDS = (
     "rhat_max",
     "ess_bulk_min",
