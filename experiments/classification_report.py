@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-from experiments.harness import agreement, claims, methods, report
+from experiments.harness import agreement, claims, methods, plots, report
 from experiments.harness.paper_values import paper_value
 from gnuq import problems, stats
 
@@ -208,7 +208,7 @@ def draw_maps(cfg, spec, a: dict, seed: int, out: pathlib.Path) -> None:
         rows = [rows[i] + rows[i + 1] for i in range(0, len(rows), 2)]
     gate = "ok" if bool(a["diagnostics/ok"]) else "gate FAILED"
     for log, stem, scale in ((False, "", "normalised"), (True, "_log", "normalised log10")):
-        report.maps_figure(
+        plots.maps_figure(
             out / f"maps_{spec.name}{stem}",
             rows,
             cfg.grid_resolution,

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats as scipy_stats
 
-from gnuq import stats
+from gnuq import detection
 
 METHODS = {  # method -> the record fields that are its features
     "naive_entropy": ("naive_entropy",),
@@ -120,14 +120,14 @@ def split_runs(
     out = {}
     for (model, dataset), g in gs.items():
         try:
-            splits = stats.random_splits(g.correct, count, seed)
+            splits = detection.random_splits(g.correct, count, seed)
         except ValueError:
             splits = None
         for method, fields in METHODS.items():
             out[(model, dataset, method)] = (
                 None
                 if splits is None
-                else stats.split_aurocs(g.features(fields), g.correct, splits)
+                else detection.split_aurocs(g.features(fields), g.correct, splits)
             )
     return out
 
@@ -201,14 +201,14 @@ def significance_rows(
         lift = np.concatenate(
             [(a - b)[:TEST_SPLITS] for a, b in zip(per["epi_alea"], per["aleatoric"], strict=True)]
         )
-        d, lo, hi, p = stats.paired_bootstrap(lift, LIFT_RESAMPLES, seed)
+        d, lo, hi, p = detection.paired_bootstrap(lift, LIFT_RESAMPLES, seed)
         rows.append(
             _base(dataset, MEAN, None, seed)
             | {"quantity": "lift", "method": "epi_alea - aleatoric", "test": "splits"}
             | {"mean": d, "lo": lo, "hi": hi, "p": p, "pairs": int(lift.size)}
             | {"resamples": LIFT_RESAMPLES}
         )
-    adjusted = stats.benjamini_hochberg([t[-1] for t in tests]) if tests else []
+    adjusted = detection.benjamini_hochberg([t[-1] for t in tests]) if tests else []
     for (dataset, grad, baseline, diff, t, p), p_bh in zip(tests, adjusted, strict=True):
         rows.append(
             _base(dataset, MEAN, None, seed)
@@ -233,10 +233,10 @@ def question_rows(
         for method, fields in METHODS.items():
             per_model_full, per_model_draws = [], []
             for g in part:
-                oof = stats.out_of_fold_scores(g.features(fields), g.correct, FOLDS, seed)
-                per_model_full.append(stats.auroc(oof, g.correct))
+                oof = detection.out_of_fold_scores(g.features(fields), g.correct, FOLDS, seed)
+                per_model_full.append(detection.auroc(oof, g.correct))
                 per_model_draws.append(
-                    stats.bootstrap_aurocs(oof, g.correct, QUESTION_RESAMPLES, seed)
+                    detection.bootstrap_aurocs(oof, g.correct, QUESTION_RESAMPLES, seed)
                 )
             full[method] = float(np.mean(per_model_full))
             draws[method] = np.mean(per_model_draws, axis=0)
@@ -244,13 +244,13 @@ def question_rows(
         for grad, baseline in pairs:
             d = draws[grad] - draws[baseline]
             lo, hi = np.quantile(d, [0.025, 0.975])
-            p = stats.bootstrap_p(d) if np.any(d) else 1.0
+            p = detection.bootstrap_p(d) if np.any(d) else 1.0
             tests.append(
                 (dataset, grad, baseline, full[grad] - full[baseline], float(lo), float(hi), p)
             )
     family = [i for i, t in enumerate(tests) if t[2] != "aleatoric"]  # the 18 of Table 13
     adjusted = (
-        dict(zip(family, stats.benjamini_hochberg([tests[i][-1] for i in family]), strict=True))
+        dict(zip(family, detection.benjamini_hochberg([tests[i][-1] for i in family]), strict=True))
         if family
         else {}
     )
@@ -321,9 +321,9 @@ def transfer_rows(
                 if len(set(y)) < 2 or len(set(test.correct)) < 2:
                     rows.append(head | {"undefined": "a class is missing on one side"})
                     continue
-                w = stats.logistic_fit(np.vstack([g.features(fields) for g in train]), y)
-                score = stats.logistic_scores(w, test.features(fields))
-                values.append(stats.auroc(score, test.correct))
+                w = detection.logistic_fit(np.vstack([g.features(fields) for g in train]), y)
+                score = detection.logistic_scores(w, test.features(fields))
+                values.append(detection.auroc(score, test.correct))
                 rows.append(head | {"auroc": values[-1], "n": int(test.correct.size)})
             head = _base(dataset, MEAN, None, seed) | {"quantity": "transfer_auroc"}
             if len(values) == len(models) > 1:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import llm_qa_stats as qs
-from experiments.harness import report
+from experiments.harness import plots, report
 from experiments.harness.paper_values import paper_value
 
 EXPERIMENT = "llm_qa"
@@ -344,4 +344,4 @@ def auroc_figure(cfg, profile: str, rows: list[dict], stem: pathlib.Path) -> Non
         )
     fig.suptitle(head, fontsize=10, color="darkred" if any_untestable else "black")
     fig.tight_layout()
-    report.save_figure(fig, stem)
+    plots.save_figure(fig, stem)

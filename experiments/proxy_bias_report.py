@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from experiments.harness import claims, report
+from experiments.harness import claims, plots, report
 from experiments.harness.paper_values import paper_value
 from gnuq import problems, stats
 
@@ -114,7 +114,7 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path) -> list[str]:
                 (f"log(U_A/U_B)  d={s['d']:.1f}", np.log(a["U_A"] / a["U_B"]), "diverging"),
             ]
         ]
-        report.maps_figure(
+        plots.maps_figure(
             out / f"maps_{name}",
             panels,
             cfg.grid_resolution,

@@ -6,7 +6,7 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.harness import agreement, claims, methods, report
+from experiments.harness import agreement, claims, methods, plots, report
 from experiments.harness.paper_values import paper_value
 
 
@@ -201,4 +201,4 @@ def draw_bands(cfg, units, out) -> None:
         ax.set(xlabel="eigenvalue index", ylabel="eigenvalue")
         ax.set_title("spectrum of the posterior precision at the MAP")
         ax.legend(fontsize=7)
-    report.save_figure(fig, out / "bands")
+    plots.save_figure(fig, out / "bands")

@@ -10,7 +10,7 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.harness import report
+from experiments.harness import plots, report
 from experiments.harness.paper_values import paper_value
 from gnuq import models, stats
 
@@ -279,7 +279,7 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
     fig.suptitle(
         f"Scaling sweep, 4-class rings ({profile}): mean over seeds, bars min-max", fontsize=10
     )
-    report.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))
+    plots.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))
 
 
 def check_claims(cfg, records: list[dict], diagnostics: list[dict]) -> list[str]:

@@ -15,7 +15,7 @@ from collections import defaultdict
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.harness import agreement, report
+from experiments.harness import agreement, plots, report
 from experiments.harness.agreement import PAPER_REFERENCE, REGIONS
 from gnuq import stats
 
@@ -330,4 +330,4 @@ def ledger_figure(stem: pathlib.Path, ledger: list[dict], records: list[dict], p
 
 
 def _metadata(ext: str):
-    return report.PDF_METADATA if ext == "pdf" else None
+    return plots.PDF_METADATA if ext == "pdf" else None

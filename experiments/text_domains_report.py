@@ -17,7 +17,7 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.harness import report
+from experiments.harness import plots, report
 from experiments.harness.paper_values import paper_value
 from gnuq import stats
 
@@ -265,7 +265,7 @@ def figure4(stem: pathlib.Path, a: dict, records: list[dict], seed: int, profile
         "DistilBERT)",
         fontsize=10,
     )
-    report.save_figure(fig, stem)
+    plots.save_figure(fig, stem)
 
 
 def check_claims(records: list[dict], root: pathlib.Path, synthetic: pathlib.Path) -> list[str]:

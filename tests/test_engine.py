@@ -12,7 +12,8 @@ import pytest
 from conftest import TINY, hf_tensors
 
 import gnuq
-from gnuq import engine, models
+from gnuq import models
+from gnuq.engine import norms
 from gnuq.pretrained import bert, decoder
 
 KEY = jax.random.key(0)
@@ -164,10 +165,10 @@ def test_gram_and_materialised_forms_agree():
     d = jax.random.normal(jax.random.key(2), (4, 2, 5, 7))
     g = jnp.einsum("bti,kbtj->kbij", a, d)
     expected = jnp.sum(g**2, axis=(1, 2, 3))
-    np.testing.assert_allclose(engine._outer_sq(a, d), expected, rtol=1e-5)
+    np.testing.assert_allclose(norms.outer_sq(a, d), expected, rtol=1e-5)
     outer = jnp.einsum("bi,kbj->kbij", a[:, 0], d[:, :, 0])
     np.testing.assert_allclose(
-        engine._outer_sq(a[:, :1], d[:, :, :1]), jnp.sum(outer**2, axis=(1, 2, 3)), rtol=1e-5
+        norms.outer_sq(a[:, :1], d[:, :, :1]), jnp.sum(outer**2, axis=(1, 2, 3)), rtol=1e-5
     )
 
 

@@ -4,7 +4,7 @@ ground truth is known: which score predicts correctness, and how strongly."""
 import numpy as np
 import pytest
 from scipy import stats
-from test_stats import auroc_sd, logistic_link_auroc
+from test_detection import auroc_sd, logistic_link_auroc
 
 from experiments import llm_qa_stats as qs
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from experiments.harness import agreement, report
+from experiments.harness import agreement, plots, report
 from experiments.harness.paper_values import paper_value
 
 
@@ -68,5 +68,5 @@ def test_missing_paper_value_is_a_dash_and_normalise():
         caption="t",
     )
     assert "| nowhere | data | — | — | — | — |" in md
-    np.testing.assert_allclose(report.normalise([2.0, 4.0, 3.0]), [0.0, 1.0, 0.5])
-    assert np.all(report.normalise([1.0, 1.0]) == 0)
+    np.testing.assert_allclose(plots.normalise([2.0, 4.0, 3.0]), [0.0, 1.0, 0.5])
+    assert np.all(plots.normalise([1.0, 1.0]) == 0)

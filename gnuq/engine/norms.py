@@ -1,0 +1,253 @@
+"""Squared norms of one linear use's per-example gradient from its operand and its delta, in
+the linear forms of ``gnuq.engine``'s docstring (outer product, Gram, scattered rows), or
+materialised where no form applies."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gnuq.engine.trace import BIJECTIVE, ELEMENTWISE, Use
+from gnuq.types import Array
+
+_HIGHEST = lax.Precision.HIGHEST
+
+
+def _scaled_sq(core: Array, scale: Array) -> Array:
+    """``scale^2 core`` written as ``(scale sqrt(core))^2``, so that a huge scale times a zero
+    core stays 0 (the scaled pass; the first pass has scale 1)."""
+    return (scale * jnp.sqrt(jnp.maximum(core, 0.0))) ** 2
+
+
+def _max_abs(a: Array, axes, scaled: bool) -> Array:
+    """max |a| over ``axes`` (1 where 0), or 1 when not ``scaled``."""
+    if not scaled:
+        return jnp.ones([n for ax, n in enumerate(a.shape) if axes is not None and ax not in axes])
+    m = jnp.max(jnp.abs(a), axis=axes)
+    return jnp.where(m > 0, m, 1.0).astype(a.dtype)
+
+
+def outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
+    """``[K]`` squared norms of g_k = sum_{b,t} A_bt D_kbt^T (``A [B, T, I]``, ``D [K, B, T, J]``):
+    the outer product for T = 1, else the Gram form or the materialised g, whichever is cheaper."""
+    k, _, t, j = D.shape
+    i = A.shape[2]
+    sa = _max_abs(A, None, scaled)
+    sd = _max_abs(D, (1, 2, 3), scaled)
+    A = A / sa
+    D = D / sd[:, None, None, None]
+    if t == 1:
+        # reductions, not a dot (under vmap a dot becomes n tiny batched matmuls), and none
+        # over an axis of size 1 (XLA's CPU reductions over them are slow under vmap)
+        a2 = jnp.sum(A[:, 0] ** 2, axis=-1)  # [B]
+        d2 = jnp.sum(D[:, :, 0] ** 2, axis=-1)  # [K, B]
+        core = d2[:, 0] * a2[0] if A.shape[0] == 1 else jnp.sum(d2 * a2, axis=1)
+    elif t * t * (i + k * j) <= k * t * i * j:
+        ga = jnp.einsum("bti,bsi->bts", A, A, precision=_HIGHEST)
+        gd = jnp.einsum("kbtj,kbsj->kbts", D, D, precision=_HIGHEST)
+        core = jnp.einsum("bts,kbts->k", ga, gd, precision=_HIGHEST)
+    else:
+        g = jnp.einsum("bti,kbtj->kbij", A, D, precision=_HIGHEST)
+        core = jnp.sum(g**2, axis=(1, 2, 3))
+    return _scaled_sq(core, sa * sd)
+
+
+def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
+    """``dot_general`` with the parameter at ``use.pos`` and the activation ``a`` opposite."""
+    (lc, rc), (lb, rb) = use.params["dimension_numbers"]
+    ac, ab = (lc, lb) if use.pos == 1 else (rc, rb)
+    af = [ax for ax in range(a.ndim) if ax not in ac and ax not in ab]
+    size = lambda axes: math.prod(a.shape[ax] for ax in axes)  # noqa: E731
+    B, T, I = size(ab), size(af), size(ac)  # the docstring's names
+    A = jnp.transpose(a, (*ab, *af, *ac)).reshape(B, T, I)
+    if use.pos == 0:  # output [batch, parameter free, activation free]: activation free first
+        nb, nw = len(lb), use.avals[0].ndim - len(lb) - len(lc)
+        order = (*range(nb), *range(nb + nw, d.ndim - 1), *range(nb, nb + nw))
+        d = jnp.transpose(d, (0, *(1 + o for o in order)))
+    return outer_sq(A, d.reshape(d.shape[0], B, T, -1), scaled)
+
+
+def _conv_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
+    """A convolution's kernel: image patches of ``a`` are the activation of a ``dot_general``."""
+    p = use.params
+    dn = p["dimension_numbers"]
+    patches = lax.conv_general_dilated_patches(
+        a, [use.avals[1].shape[s] for s in dn.rhs_spec[2:]], p["window_strides"], p["padding"],
+        p["lhs_dilation"], p["rhs_dilation"], dn, precision=_HIGHEST,
+    )  # fmt: skip
+    feature = dn.out_spec[1]
+    A = jnp.moveaxis(patches, feature, -1)
+    D = jnp.moveaxis(d, 1 + feature, -1)
+    A, D = A.reshape(1, -1, A.shape[-1]), D.reshape(D.shape[0], 1, -1, D.shape[-1])
+    return outer_sq(A, D, scaled)
+
+
+def _conv_fast(use: Use) -> bool:
+    p = use.params
+    spatial = p["dimension_numbers"].rhs_spec[2:]
+    return (
+        use.pos == 1
+        and p["feature_group_count"] == 1
+        and p["batch_group_count"] == 1
+        and list(spatial) == sorted(spatial)
+    )
+
+
+def _gather_fast(use: Use) -> bool:
+    """An embedding lookup ``W[ids]`` of rows of a ``[V, d]`` view."""
+    dn, (w, idx) = use.params["dimension_numbers"], use.avals
+    return (
+        use.pos == 0
+        and len(w.shape) == 2
+        and idx.shape[-1:] == (1,)
+        and tuple(dn.offset_dims) == (len(idx.shape) - 1,)
+        and tuple(dn.collapsed_slice_dims) == (0,)
+        and tuple(dn.start_index_map) == (0,)
+        and not dn.operand_batching_dims
+        and tuple(use.params["slice_sizes"]) == (1, w.shape[1])
+    )
+
+
+def _gather_sq(use: Use, idx: Array, d: Array, scaled: bool) -> Array:
+    """``sum_{t,s} [id_t = id_s] (delta_t . delta_s)`` (Gram) or the scattered rows."""
+    v, width = use.avals[0].shape
+    ids = idx.reshape(-1)
+    D = d.reshape(d.shape[0], -1, width)
+    if use.params["mode"] == lax.GatherScatterMode.FILL_OR_DROP:  # out of range: no gradient
+        D = D * ((ids >= 0) & (ids < v)).astype(D.dtype)[None, :, None]
+    ids = jnp.clip(ids, 0, v - 1)
+    t = ids.shape[0]
+    sd = _max_abs(D, (1, 2), scaled)
+    D = D / sd[:, None, None]
+    if t * t * (width + 1) <= v * width:
+        same = (ids[:, None] == ids[None, :]).astype(D.dtype)
+        core = jnp.einsum("ts,kts->k", same, jnp.einsum("ktj,ksj->kts", D, D, precision=_HIGHEST))
+    else:
+        g = jax.vmap(lambda dk: jnp.zeros((v, width), D.dtype).at[ids].add(dk))(D)
+        core = jnp.sum(g**2, axis=(1, 2))
+    return _scaled_sq(core, sd)
+
+
+def _broadcast_tail(use: Use) -> tuple[int, ...] | None:
+    """The view's axes summed by the transpose of its chain when the chain is bijective up to
+    one final replicating ``broadcast_in_dim`` (a bias or norm scale over T positions), or None
+    when the chain is anything else."""
+    shapes = [use.root_aval.shape]
+    for prim, params in use.chain:
+        shape = jax.eval_shape(lambda r, p=prim, q=params: p.bind(r, **q), _zeros_aval(shapes[-1]))
+        shapes.append(shape.shape)
+    *prefix, last = use.chain if use.chain else [(None, None)]
+    if any(p.name not in BIJECTIVE and math.prod(a) != math.prod(b)
+           for (p, _), a, b in zip(prefix, shapes, shapes[1:], strict=False)):  # fmt: skip
+        return None
+    if last[0] is None or last[0].name != "broadcast_in_dim":
+        return () if use.bijective else None
+    dims, src_shape, out_shape = last[1]["broadcast_dimensions"], shapes[-2], shapes[-1]
+    new = [ax for ax in range(len(out_shape)) if ax not in dims]
+    stretched = [ax for s, ax in zip(src_shape, dims, strict=True) if s == 1 and out_shape[ax] != 1]
+    return tuple(sorted(ax for ax in new + stretched if out_shape[ax] != 1))  # size 1: no sum
+
+
+def _same_rank(use: Use) -> bool:
+    return len(use.avals[use.pos].shape) == len(use.out_aval.shape)
+
+
+def _zeros_aval(shape) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _elementwise_sq(use: Use, acts: list, d: Array, axes: tuple, scaled: bool) -> Array:
+    """A bias add (g = delta) or a scale (g = a * delta), summed over the broadcast axes."""
+    if use.prim.name == "mul":
+        (other,) = [k for j, k in enumerate(use.operands) if j != use.pos]
+        d = d * (acts[0] if other[0] == "act" else other[1])
+    view = use.avals[use.pos].shape  # the op itself may broadcast size-1 axes of the view
+    stretched = [1 + ax for ax, (v, o) in enumerate(zip(view, d.shape[1:], strict=True)) if v != o]
+    d = jnp.sum(d, axis=tuple(stretched), keepdims=True) if stretched else d
+    g = jnp.sum(d, axis=tuple(1 + ax for ax in axes)) if axes else d
+    g = g.reshape(g.shape[0], -1)
+    s = _max_abs(g, (1,), scaled)
+    return _scaled_sq(jnp.sum((g / s[:, None]) ** 2, axis=1), s)
+
+
+def _fast_sq(use: Use, acts: list, d: Array, scaled: bool) -> Array | None:
+    """``[K]`` squared norms of a single-use root through a linear form, or None."""
+    name = use.prim.name
+    if name in ELEMENTWISE:
+        axes = _broadcast_tail(use) if _same_rank(use) else None
+        return None if axes is None else _elementwise_sq(use, acts, d, axes, scaled)
+    if not use.bijective:
+        return None
+    if name == "dot_general":
+        return _dot_general_sq(use, acts[0], d, scaled)
+    if name == "conv_general_dilated" and _conv_fast(use):
+        return _conv_sq(use, acts[0], d, scaled)
+    if name == "gather" and _gather_fast(use):
+        return _gather_sq(use, acts[0], d, scaled)
+    return None
+
+
+def _use_grad(use: Use, acts: list, delta: Array) -> Array:
+    """Example's gradient w.r.t. the root from one use: chain^T(op^T(delta)), materialised."""
+
+    def op(w: Array) -> Array:
+        operands = []
+        for kind, aval in zip(use.operands, use.avals, strict=True):
+            if kind[0] == "view":
+                operands.append(w)
+            elif kind[0] == "lit":
+                operands.append(kind[1])
+            elif kind[0] == "zero":
+                operands.append(jnp.zeros(aval.shape, aval.dtype))
+            else:
+                operands.append(acts[kind[1]])
+        return use.prim.bind(*operands, **use.params)
+
+    def chain(r: Array) -> Array:
+        for prim, params in use.chain:
+            r = prim.bind(r, **params)
+        return r
+
+    view = use.avals[use.pos]
+    _, op_t = jax.vjp(op, jnp.zeros(view.shape, view.dtype))
+    _, chain_t = jax.vjp(chain, jnp.zeros(use.root_aval.shape, use.root_aval.dtype))
+    return chain_t(op_t(delta)[0])[0]
+
+
+def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array:
+    """``[K]`` squared norm of one root's gradient for one example and scan iteration:
+    acts[tap] its activations, deltas[tap] ``[K, *out]``."""
+    if len(uses) == 1:
+        fast = _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled)
+        if fast is not None:
+            return fast
+
+    def one(ds: dict) -> Array:
+        g = sum(_use_grad(u, acts[u.tap], ds[u.tap]) for u in uses)
+        s = _max_abs(g, None, scaled)
+        return _scaled_sq(jnp.sum((g / s) ** 2), s)
+
+    return jax.vmap(one)(deltas)
+
+
+def stacked_root_sq(uses: list[Use], acts: dict, deltas: dict, depth: int, scaled: bool) -> Array:
+    """``_root_sq`` summed over ``depth`` leading scan axes (acts: axis 0, deltas: axis 1)."""
+    if depth == 0:
+        return _root_sq(uses, acts, deltas, scaled)
+    per = jax.vmap(
+        lambda a, d: stacked_root_sq(uses, a, d, depth - 1, scaled), in_axes=(0, 1), out_axes=0
+    )(acts, deltas)
+    return jnp.sum(per, axis=0)
+
+
+def fast_static(use: Use) -> bool:
+    """Whether ``use`` takes a linear form (no materialised gradient), known before tracing."""
+    name = use.prim.name
+    if name in ELEMENTWISE:
+        return _same_rank(use) and _broadcast_tail(use) is not None
+    return use.bijective and (
+        name == "dot_general"
+        or (name == "conv_general_dilated" and _conv_fast(use))
+        or (name == "gather" and _gather_fast(use))
+    )
