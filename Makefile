@@ -1,6 +1,8 @@
 # The README's two commands: `make reproduce` (the paper's experiments) and `make test`.
 # Each creates .venv and installs gnuq (with the extras test, text, llm) when it is missing or
 # pyproject.toml changed. Model and data wheels are fetched by the experiments that need them.
+# The suite runs on two xdist workers (the CI machine has two cores), one test file per worker at
+# a time, so a file's module fixtures run once.
 PYTHON ?= python3
 PROFILE ?= quick
 VENV := .venv
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest; rc=$$?; \
+	$(PY) -m pytest -n 2 --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -24,10 +24,12 @@ METHODS = ("auto", "dense", "vmap")
 def tapped_apply(apply_fn: ApplyFn, params: Params, x: Array, taps: list[Array] | None):
     """Run ``apply_fn`` adding ``taps[k]`` to the k-th ``nn.Dense`` output.
 
-    Returns ``(outputs, layer_inputs, layers)`` in call order.
+    Returns ``(outputs, layer_inputs, layers, layer_params)`` in call order; ``layer_params[k]``
+    the leaves of the k-th layer's parameters as the layer received them.
     """
     inputs: list[Array] = []
     layers: list[nn.Dense] = []
+    weights: list[list] = []
 
     def interceptor(next_fun, args, kwargs, context):
         if not (isinstance(context.module, nn.Dense) and context.method_name == "__call__"):
@@ -36,11 +38,12 @@ def tapped_apply(apply_fn: ApplyFn, params: Params, x: Array, taps: list[Array] 
         k = len(inputs)
         inputs.append(args[0])
         layers.append(context.module)
+        weights.append(jax.tree.leaves(context.module.variables.get("params", {})))
         return z if taps is None else z + taps[k]
 
     with nn.intercept_methods(interceptor):
         out = apply_fn(params, x)
-    return out, inputs, layers
+    return out, inputs, layers, weights
 
 
 def layer_backward(
@@ -60,13 +63,13 @@ def layer_backward(
     row, as in ``stack_dense``): one backward pass per k serves every example at once, because
     example n's output depends only on example n's pre-activations.
     """
-    _, _, layers = tapped_apply(apply_fn, params, x, None)  # traced for the layer widths only
+    _, _, layers, _ = tapped_apply(apply_fn, params, x, None)  # traced for the layer widths only
     # the taps take the parameters' float dtype: integer inputs (token ids) have no gradient
     dtype = jnp.result_type(*jax.tree.leaves(params))
     taps = [jnp.zeros((x.shape[0], layer.features), dtype) for layer in layers]
 
     def outputs(t: list[Array]) -> tuple[Array, list[Array]]:
-        raw, inputs, _ = tapped_apply(apply_fn, params, x, t)
+        raw, inputs, _, _ = tapped_apply(apply_fn, params, x, t)
         return head(raw), inputs
 
     out, vjp_fn, inputs = jax.vjp(outputs, taps, has_aux=True)
@@ -81,18 +84,22 @@ def output_basis(out: Array) -> Array:
     return jnp.broadcast_to(jnp.eye(k, dtype=out.dtype)[:, None, :], (k, *out.shape))
 
 
-def dense_layers(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[list, list]:
-    """``(layers, input_shapes)`` of the Dense calls, found by an abstract trace (no FLOPs)."""
+def dense_layers(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[list, list, list]:
+    """``(layers, input_shapes, own)`` of the Dense calls, found by an abstract trace (no FLOPs);
+    ``own[k]``: the k-th layer's parameters are leaves of ``params`` themselves, not values
+    ``apply_fn`` computed from them (a rescaling, a cast), whose gradients differ."""
     found: dict = {}
 
     def trace(p: Params, xx: Array) -> Array:
-        out, inputs, layers = tapped_apply(apply_fn, p, xx, None)
+        out, inputs, layers, weights = tapped_apply(apply_fn, p, xx, None)
+        leaves = {id(leaf) for leaf in jax.tree.leaves(p)}
         found["inputs"] = [a.shape for a in inputs]
         found["layers"] = layers
+        found["own"] = [all(id(w) in leaves for w in ws) for ws in weights]
         return out
 
     jax.eval_shape(trace, params, x)
-    return found["layers"], found["inputs"]
+    return found["layers"], found["inputs"], found["own"]
 
 
 def dense_obstacle(apply_fn: ApplyFn, params: Params, x: Array) -> str | None:
@@ -101,12 +108,18 @@ def dense_obstacle(apply_fn: ApplyFn, params: Params, x: Array) -> str | None:
     It does when every parameter sits in a Dense layer that is applied once per example to an
     ``[N, features]`` input.
     """
-    layers, shapes = dense_layers(apply_fn, params, x)
+    layers, shapes, own = dense_layers(apply_fn, params, x)
     if not layers:
         return "it calls no flax.linen.Dense layer"
     n = x.shape[0]
     covered = 0
-    for layer, shape in zip(layers, shapes, strict=True):
+    for layer, shape, is_own in zip(layers, shapes, own, strict=True):
+        if not is_own:
+            return (
+                f"Dense layer {'/'.join(layer.path) or layer.name} receives parameters that "
+                "apply_fn computed from params (rescaled, cast, ...), not the leaves of params: "
+                "the identity would give the gradient w.r.t. those values"
+            )
         if len(shape) != 2 or shape[0] != n:
             return (
                 f"Dense layer {'/'.join(layer.path) or layer.name} sees input of shape {shape}; "

@@ -3,11 +3,36 @@ a few TruthfulQA / NQ-open questions with rated predictions), with the real whee
 layouts, so the whole pipelines run in the suite with no download."""
 
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 import zipfile
 
 import numpy as np
 import pytest
+
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWNED = pytest.StashKey[str]()  # the cache directory this process made and removes
+
+
+def pytest_configure(config):
+    """One XLA compilation cache for the session, shared by its xdist workers and by the
+    subprocesses tests start (they inherit the environment, read by JAX at import): the smoke
+    runs compile programs other tests compiled already (a new closure per unit, a fresh process
+    per run), and loading an executable is faster than compiling it. Numbers do not change: an
+    executable is stored under a hash of its program and compile options."""
+    if CACHE_ENV not in os.environ:  # the controller (or a lone process) makes it
+        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="gnuq-xla-cache-")
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        config.stash[_OWNED] = os.environ[CACHE_ENV]
+
+
+def pytest_unconfigure(config):
+    owned = config.stash.get(_OWNED, None)
+    if owned is not None:
+        shutil.rmtree(owned, ignore_errors=True)
+
 
 SCIENCE = "orbit shuttle launch nasa planet doctor patient disease medicine".split()
 SPORTS = "hockey goal puck season pitcher inning team playoff score".split()

@@ -178,6 +178,24 @@ def test_dense_refuses_models_it_cannot_serve_and_auto_takes_the_engine(module, 
     np.testing.assert_allclose(auto.epistemic, vmap.epistemic, rtol=1e-5)  # float32 rounding
 
 
+def test_dense_refuses_a_model_that_transforms_its_params_before_the_layers():
+    # every parameter sits in a Dense layer applied once per example, but the layers receive
+    # 2 * params: their gradients are twice the layers' own, the identity's norms 4x too small
+    x = jnp.ones((5, 3))
+    model = nn.Sequential([nn.Dense(4), jnp.tanh, nn.Dense(2)])
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def apply(p, xx):
+        return model.apply({"params": jax.tree.map(lambda a: 2 * a, p)}, xx)
+
+    assert not gnuq.dense_applies(apply, params, x)
+    with pytest.raises(ValueError, match="computed from params"):
+        gnuq.uncertainty(apply, params, x, likelihood="categorical", method="dense")
+    auto = gnuq.uncertainty(apply, params, x, likelihood="categorical")
+    vmap = gnuq.uncertainty(apply, params, x, likelihood="categorical", method="vmap")
+    np.testing.assert_allclose(auto.epistemic, vmap.epistemic, rtol=1e-5)
+
+
 def test_dense_serves_a_users_own_linen_model():
     class Custom(nn.Module):
         @nn.compact

@@ -212,7 +212,7 @@ def _kfac(apply_fn, params, x, y, weights, lik, kind) -> tuple[KronFactor, ...]:
             result.append((A, B))
         return result
 
-    layers, _ = dense_layers(apply_fn, params, x[:1])
+    layers, _, _ = dense_layers(apply_fn, params, x[:1])
     return tuple(
         KronFactor(tuple(layer.path), A, B, layer.use_bias)
         for layer, (A, B) in zip(layers, factors(x, y, weights), strict=True)
@@ -225,7 +225,7 @@ def _kfac(apply_fn, params, x, y, weights, lik, kind) -> tuple[KronFactor, ...]:
 
 def last_dense_path(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[str, ...]:
     """Path in ``params`` of the last ``nn.Dense`` layer that ``apply_fn`` calls."""
-    layers, _ = dense_layers(apply_fn, params, x)
+    layers, _, _ = dense_layers(apply_fn, params, x)
     if not layers:
         raise ValueError("structure='last_layer' needs a model whose last layer is a nn.Dense")
     path = tuple(layers[-1].path)
