@@ -80,27 +80,8 @@ def unit_agreements(
     ``arrays`` holds every ``Method.array`` ``[G, K]``.
     """
     cells, masks = _cells_and_regions(grid, x_train)
-    values, replicas = _reference(reference, len(cells), resamples, seed)
-    out = {}
-    for quantity in methods.QUANTITIES:
-        rows = methods.comparisons(task, quantity)
-        if not rows:
-            continue
-        out[f"mcse/{name}/{quantity}"] = _mcse(values[quantity], replicas[quantity])
-        groups = [(name, [(m, a) for m, a, b in rows if b == "reference"], None)]
-        if pairs:  # each pair against its other method, the paper's estimator as "estimate"
-            groups += [(b.split("/")[-1], [(m, a)], b) for m, a, b in rows if b != "reference"]
-        for tag, compared, against in groups:
-            ref = values[quantity] if against is None else arrays[against]
-            reps = replicas[quantity] if against is None else None
-            for region, mask in masks.items():
-                tables = _rows(
-                    [arrays[a][mask] for _, a in compared], ref[mask], cells[mask],
-                    None if reps is None else reps[:, mask], resamples, seed,
-                )  # fmt: skip
-                for (method, _), table in zip(compared, tables, strict=True):
-                    out[f"agreement/{tag}/{region}/{quantity}/{method}"] = table
-    return out
+    sampled = _reference(reference, len(cells), resamples, seed)
+    return _agreements(task, arrays, sampled, name, cells, masks, resamples, seed, pairs)
 
 
 def every_agreement(
@@ -115,48 +96,66 @@ def every_agreement(
 ) -> dict[str, np.ndarray]:
     """What a unit stores of its comparisons: every method against the paper-protocol
     ``reference`` (and the paper's estimator against the others) and, when the unit has the
-    ``robust`` reference, every method against it, the two references against each other, and
-    its diagnostics."""
-    out = unit_agreements(task, arrays, reference, PAPER_REFERENCE, grid, x_train, resamples, seed)
+    ``robust`` reference, every method against it, the robust reference against the paper's
+    (as the method ``ROBUST_REFERENCE``, with the paper reference's Monte Carlo error in the
+    interval), and its diagnostics. Each reference's bootstrap replicates are drawn once."""
+    cells, masks = _cells_and_regions(grid, x_train)
+    paper = _reference(reference, len(cells), resamples, seed)
+    args = (cells, masks, resamples, seed)
+    out = _agreements(task, arrays, paper, PAPER_REFERENCE, *args)
     if robust is None:
         return out
+    ours = _reference(robust, len(cells), resamples, seed)
     out |= diagnostic_arrays(robust.diagnostics, ROBUST_REFERENCE)
-    out |= unit_agreements(
-        task, arrays, robust, ROBUST_REFERENCE, grid, x_train, resamples, seed, pairs=False
-    )
-    args = (grid, x_train, resamples, seed)
-    return out | references_agreement(
-        task, reference, PAPER_REFERENCE, robust, ROBUST_REFERENCE, *args
-    )
-
-
-def references_agreement(
-    task: str,
-    reference: Reference,
-    name: str,
-    other: Reference,
-    other_name: str,
-    grid,
-    x_train,
-    resamples: int,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """How two reference posteriors agree: ``other`` (as the method ``other_name``) against
-    ``reference`` (``name``), with ``reference``'s Monte Carlo error in the interval, in the
-    layout of ``unit_agreements``; and ``mcse/<other_name>/<quantity>``."""
-    cells, masks = _cells_and_regions(grid, x_train)
-    values, replicas = _reference(reference, len(cells), resamples, seed)
-    others, other_replicas = _reference(other, len(cells), resamples, seed + 1)
-    out = {}
+    out |= _agreements(task, arrays, ours, ROBUST_REFERENCE, *args, pairs=False)
+    values, _ = ours
+    against = {f"{ROBUST_REFERENCE}/{q}": values[q] for q in methods.QUANTITIES}
     for quantity in methods.QUANTITIES:
         if not methods.comparisons(task, quantity):
             continue
-        out[f"mcse/{other_name}/{quantity}"] = _mcse(others[quantity], other_replicas[quantity])
-        for region, mask in masks.items():
-            (out[f"agreement/{name}/{region}/{quantity}/{other_name}"],) = _rows(
-                [others[quantity][mask]], values[quantity][mask], cells[mask],
-                replicas[quantity][:, mask], resamples, seed,
-            )  # fmt: skip
+        compared = [(ROBUST_REFERENCE, f"{ROBUST_REFERENCE}/{quantity}")]
+        out |= _compare(against, compared, paper, quantity, PAPER_REFERENCE, None, *args)
+    return out
+
+
+def _agreements(
+    task, arrays, sampled, name, cells, masks, resamples: int, seed: int, pairs: bool = True
+) -> dict[str, np.ndarray]:
+    """``unit_agreements`` on a reference's ``_reference`` values and replicates."""
+    values, replicas = sampled
+    out = {}
+    for quantity in methods.QUANTITIES:
+        rows = methods.comparisons(task, quantity)
+        if not rows:
+            continue
+        out[f"mcse/{name}/{quantity}"] = _mcse(values[quantity], replicas[quantity])
+        args = (cells, masks, resamples, seed)
+        out |= _compare(arrays, [(m, a) for m, a, b in rows if b == "reference"], sampled,
+                        quantity, name, None, *args)  # fmt: skip
+        if pairs:  # each pair against its other method, the paper's estimator as "estimate"
+            for m, a, b in rows:
+                if b != "reference":
+                    out |= _compare(arrays, [(m, a)], sampled, quantity, b.split("/")[-1], b, *args)
+    return out
+
+
+def _compare(
+    arrays, compared, sampled, quantity: str, tag: str, against, cells, masks, resamples, seed
+) -> dict[str, np.ndarray]:
+    """``agreement/<tag>/<region>/<quantity>/<method>`` of every ``(method, array key)`` in
+    ``compared`` against the reference ``sampled`` (``against`` None) or the fixed
+    ``arrays[against]``."""
+    values, replicas = sampled
+    ref = values[quantity] if against is None else arrays[against]
+    reps = replicas[quantity] if against is None else None
+    out = {}
+    for region, mask in masks.items():
+        tables = _rows(
+            [arrays[a][mask] for _, a in compared], ref[mask], cells[mask],
+            None if reps is None else reps[:, mask], resamples, seed,
+        )  # fmt: skip
+        for (method, _), table in zip(compared, tables, strict=True):
+            out[f"agreement/{tag}/{region}/{quantity}/{method}"] = table
     return out
 
 
