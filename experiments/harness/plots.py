@@ -48,6 +48,8 @@ def maps_figure(
         n_cols,
         figsize=(2.3 * n_cols + 1.0, 2.3 * n_rows + 0.8),
         squeeze=False,
+        sharex=True,
+        sharey=True,
         layout="constrained",
     )
     extent = (box[0][0], box[0][1], box[1][0], box[1][1])
@@ -104,6 +106,7 @@ def maps_figure(
             ax.set_yticks(np.linspace(*extent[2:], 3))
             ax.tick_params(labelsize=6, length=2)
             ax.set_title(name, fontsize=8)
+            ax.label_outer()  # one box for every panel: its ticks on the outer panels only
     fig.suptitle(title, fontsize=10)
     fig.legend(
         handles=[*handles, plt.Line2D([], [], linestyle="--", color="grey", label="data region")],
@@ -120,5 +123,6 @@ def save_figure(fig, stem: pathlib.Path) -> None:
     """``stem``.png and ``stem``.pdf (no timestamp in the PDF), then close the figure."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(stem.with_suffix(".png"), dpi=110)
+    fig.set_layout_engine("none")  # the PDF keeps the layout the PNG computed: one pass, not two
     fig.savefig(stem.with_suffix(".pdf"), metadata=PDF_METADATA)
     plt.close(fig)
