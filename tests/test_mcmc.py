@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from scipy import signal, special, stats
 
 from gnuq import likelihoods, models, problems, train
-from gnuq.baselines import mcmc, moments
+from gnuq.baselines import diagnostics, mcmc, moments
 
 # 2 000 draws per chain: an ESS of ~4 000 for every quantity, where mixing chains pass the 1.01
 # R-hat gate but for a chance of about 1e-6 (_mixing_rhat_bound)
@@ -191,6 +192,22 @@ def test_rhat_and_ess_on_known_processes():
     rhat, _ = mcmc.split_rhat_and_bulk_ess(shifted)
     # a 1-sd shift of 2 of the 8 split chains: R-hat ~ 1.09, far above a mixing chain's ~1.003
     assert np.all(rhat > 1.05) and np.all(_mixing_rhat_bound(iid) < 1.05)
+
+
+def test_ess_is_blackjax_effective_sample_size():
+    """The numpy ESS against BlackJAX's (float32 there: rel 1e-4), on AR(1) chains, chains apart,
+    ties, a constant, a quantity constant within one chain, one chain, odd lengths, a NaN."""
+    rng = np.random.default_rng(1)
+    for m, n, rho in [(4, 500, 0.9), (1, 301, 0.3), (8, 57, -0.4), (3, 6, 0.5), (2, 1001, 0.99)]:
+        x = signal.lfilter([1], [1, -rho], rng.normal(size=(m, n, 6)), axis=1)
+        x[..., 1] += 3 * rng.normal(size=(m, 1))
+        x[..., 2] = np.round(x[..., 2])
+        x[..., 3] = 1.5
+        x[0, :, 4] = 7.0
+        x[0, 0, 5] = np.nan
+        ours = diagnostics._ess(x)
+        ref = np.asarray(blackjax.diagnostics.effective_sample_size(jnp.asarray(x, jnp.float32)))
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_diagnostics_flag_chains_stuck_in_different_modes():

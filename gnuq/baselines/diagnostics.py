@@ -11,9 +11,7 @@ otherwise its ``failures`` say what to change.
 import math
 from typing import NamedTuple
 
-import blackjax
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -64,10 +62,45 @@ def split_rhat_and_bulk_ess(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     folded = rank_normal(np.abs(split - np.median(split.reshape(-1, q), axis=0)))
     with np.errstate(invalid="ignore", divide="ignore"):
         rhat = np.maximum(_rhat(bulk), _rhat(folded))
-        ess = np.asarray(blackjax.diagnostics.effective_sample_size(jnp.asarray(bulk)))
+        ess = _ess(bulk)
     rhat = np.where(constant, 1.0, rhat)
     ess = np.where(constant, float(split.shape[0] * half), ess)
     return rhat, ess
+
+
+def _ess(a: np.ndarray) -> np.ndarray:
+    """ESS of ``[chains, samples, Q]`` by Geyer's initial monotone sequence, step for step as
+    ``blackjax.diagnostics.effective_sample_size`` (Stan's estimator; tested against it) computes
+    it, in numpy: no program to compile for every new shape of draws. 0 where a quantity does not
+    vary within the chains, NaN where a draw is NaN."""
+    m, n, q = a.shape
+    mean = a.mean(axis=1, keepdims=True)
+    size = 1 << (2 * n - 1).bit_length()  # zero padding: the linear, not circular, covariance
+    spectrum = np.fft.rfft(a - mean, n=size, axis=1)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=1)[:, :n] / n
+    mean_acov = acov.mean(axis=0)  # [n, Q]
+    var0 = mean_acov[0] * n / (n - 1)
+    varies = np.any(a != a[:, :1], axis=(0, 1))
+    degenerate = np.isfinite(var0) & (~varies | (var0 <= 0))
+    var_plus = var0 * (n - 1) / n + (mean[:, 0].var(axis=0, ddof=1) if m > 1 else 0.0)
+    var_plus = np.where(degenerate, 1.0, var_plus)
+    rho = np.concatenate([np.ones((1, q)), 1 - (var0 - mean_acov[1 : n - n % 2]) / var_plus])
+    even, odd = rho[0::2], rho[1::2]
+    t_max, cols = len(even), np.arange(q)
+    positive = np.cumprod(even + odd > 0, axis=0).astype(bool)  # Geyer's initial positive run
+    after = np.maximum(positive.sum(axis=0) - 1, 0) + 1  # the pair after the run
+    inside = after < t_max
+    keep_even = positive.copy()
+    keep_even[after[inside], cols[inside]] = even[after[inside], cols[inside]] > 0
+    even, odd = np.where(keep_even, even, 0.0), np.where(positive, odd, 0.0)
+    pairs = even + odd
+    monotone = np.minimum.accumulate(pairs, axis=0)  # Geyer's initial monotone sequence
+    lowered = pairs > np.concatenate([pairs[:1], monotone[:-1]])
+    even = np.where(lowered, monotone / 2, even)
+    tau = -1 + 2 * monotone.sum(axis=0) - even[np.minimum(after, t_max - 1), cols]
+    ess = m * n / np.maximum(tau, 1 / np.log10(m * n))
+    ess = np.where(degenerate, 0.0, ess)
+    return np.where(np.any(np.isnan(a), axis=(0, 1)), np.nan, ess)
 
 
 def _rhat(a: np.ndarray) -> np.ndarray:
