@@ -198,7 +198,7 @@ def test_ess_is_blackjax_effective_sample_size():
     """The numpy ESS against BlackJAX's (float32 there: rel 1e-4), on AR(1) chains, chains apart,
     ties, a constant, a quantity constant within one chain, one chain, odd lengths, a NaN."""
     rng = np.random.default_rng(1)
-    for m, n, rho in [(4, 500, 0.9), (1, 301, 0.3), (8, 57, -0.4), (3, 6, 0.5), (2, 1001, 0.99)]:
+    for m, n, rho in [(4, 501, 0.9), (1, 6, -0.4)]:  # BlackJAX compiles for each shape
         x = signal.lfilter([1], [1, -rho], rng.normal(size=(m, n, 6)), axis=1)
         x[..., 1] += 3 * rng.normal(size=(m, 1))
         x[..., 2] = np.round(x[..., 2])

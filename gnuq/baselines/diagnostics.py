@@ -74,6 +74,8 @@ def _ess(a: np.ndarray) -> np.ndarray:
     it, in numpy: no program to compile for every new shape of draws. 0 where a quantity does not
     vary within the chains, NaN where a draw is NaN."""
     m, n, q = a.shape
+    if n < 2:
+        raise ValueError(f"ESS needs at least 2 draws per (split) chain, got {n}")
     mean = a.mean(axis=1, keepdims=True)
     size = 1 << (2 * n - 1).bit_length()  # zero padding: the linear, not circular, covariance
     spectrum = np.fft.rfft(a - mean, n=size, axis=1)
