@@ -135,3 +135,133 @@ def test_benjamini_hochberg_by_hand():
     adjusted = detection.benjamini_hochberg([0.5, 0.01, 0.03, 0.02])
     np.testing.assert_allclose(adjusted, [0.5, 0.04, 0.04, 0.04])
     assert np.all(adjusted >= [0.5, 0.01, 0.03, 0.02])
+
+
+def _repeat(weights: np.ndarray) -> np.ndarray:
+    """Row indices that repeat row n weights[n] times: the data set a weight vector stands for."""
+    return np.repeat(np.arange(weights.size), weights)
+
+
+def test_weighted_logistic_fits_are_logistic_fit_on_repeated_rows():
+    """Each row of weights (multiplicities, duplicates and zeros included) gives the weights of
+    ``logistic_fit`` on the explicitly repeated rows: the same objective, standardised by the
+    repeated rows' mean and sd. Both stop at a gradient below 1e-7 N on the standardised scale,
+    so their logits agree far inside the stated 1e-6 (relative, and absolute near 0)."""
+    rng = np.random.default_rng(2)
+    data = []
+    x = rng.normal(size=(80, 2)) * [1.0, 50.0] + [0.0, 3000.0]
+    data.append((x, rng.random(80) < 1 / (1 + np.exp(-(x[:, 0] - 0.01 * (x[:, 1] - 3000))))))
+    x = rng.normal(size=50)
+    data.append((x, rng.random(50) < 0.4))  # noise: a slope near 0, either sign
+    x = np.column_stack([np.exp(rng.uniform(2, 9, 40)), rng.uniform(0, 0.25, 40)])
+    data.append((x, x[:, 0] > 2000))  # separable, heavy-tailed
+    for x, y in data:
+        n = len(y)
+        weights = np.vstack([np.ones(n, int), rng.multinomial(n, np.full(n, 1 / n), size=4)])
+        weights[-1, : n // 5] = 0  # a training fold: some questions absent
+        batched = detection.weighted_logistic_fits(x, y, weights)
+        assert batched.shape == (5, 1 + (x.shape[1] if x.ndim == 2 else 1))
+        for w, fit in zip(weights, batched, strict=True):
+            ref = detection.logistic_fit(x[_repeat(w)], y[_repeat(w)])
+            np.testing.assert_allclose(
+                detection.logistic_scores(fit, x),
+                detection.logistic_scores(ref, x),
+                rtol=1e-6,
+                atol=1e-6,
+            )
+
+
+def test_weighted_aurocs_are_the_auroc_of_the_repeated_scores():
+    rng = np.random.default_rng(3)
+    y = rng.random(40) < 0.3
+    weights = rng.multinomial(40, np.full(40, 1 / 40), size=6)
+    scores = rng.integers(0, 5, size=(6, 40)).astype(float)  # many ties, within and across
+    scores[0] = rng.normal(size=40)
+    got = detection.weighted_aurocs(scores, y, weights)
+    want = [
+        detection.auroc(s[_repeat(w)], y[_repeat(w)]) for s, w in zip(scores, weights, strict=True)
+    ]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_bootstrap_folds_deal_distinct_questions():
+    """Per resample: each class resampled to its own size; the questions present dealt to folds
+    like ``out_of_fold_scores`` deals all questions (per class, sizes differing by at most one),
+    so a duplicated question sits in one fold only; and the draws depend on labels and seed."""
+    y = np.arange(60) % 5 < 2
+    counts, fold = detection.bootstrap_folds(y, resamples=50, folds=5, seed=0)
+    assert counts.shape == fold.shape == (50, 60)
+    np.testing.assert_array_equal(counts[:, y].sum(1), y.sum())
+    np.testing.assert_array_equal(counts[:, ~y].sum(1), (~y).sum())
+    for c, f in zip(counts, fold, strict=True):
+        for members in (y, ~y):
+            present = members & (c > 0)
+            sizes = np.bincount(f[present], minlength=5)
+            assert sizes.max() - sizes.min() <= 1
+    again = detection.bootstrap_folds(y, resamples=50, folds=5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((counts, fold), again, strict=True))
+
+
+def test_refit_bootstrap_is_paired():
+    """Every score of the same questions sees the same resamples and folds: a score and its
+    affine image (the logistic regression is invariant to it) draw identical AUROCs."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=70)
+    y = rng.random(70) < 1 / (1 + np.exp(-x))
+    a = detection.refit_bootstrap_aurocs(x, y, folds=5, resamples=100, seed=1)
+    b = detection.refit_bootstrap_aurocs(3 - 2 * x, y, folds=5, resamples=100, seed=1)
+    assert a.shape == (100,) and np.all((a >= 0) & (a <= 1))
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    assert not np.allclose(a, detection.refit_bootstrap_aurocs(x, y, 5, 100, seed=2))
+
+
+# The question-level test of experiments/llm_qa_stats.py::question_rows on one model: two
+# methods' refit_bootstrap_aurocs on the same seed, p = bootstrap_p of their difference.
+CALIBRATION_SIMULATIONS = 400
+CALIBRATION_RESAMPLES = 200
+
+
+def _question_test_p(features_a, features_b, y, seed: int) -> float:
+    da = detection.refit_bootstrap_aurocs(features_a, y, 5, CALIBRATION_RESAMPLES, seed)
+    db = detection.refit_bootstrap_aurocs(features_b, y, 5, CALIBRATION_RESAMPLES, seed)
+    d = da - db
+    return detection.bootstrap_p(d) if np.any(d) else 1.0
+
+
+def _simulated_p(two_features: bool, slope: float, n: int, count: int, seed: int) -> np.ndarray:
+    """``count`` p of method A (feature a, or (a, b)) against method B (b) on simulated data
+    sets: a, b independent N(0, 1); the labels Bernoulli(0.4) independent of both (slope 0) or
+    Bernoulli(sigmoid(slope a)); data sets without 5 of each class (for 5 folds) redrawn."""
+    rng = np.random.default_rng(seed)
+    ps = []
+    while len(ps) < count:
+        a, b = rng.normal(size=(2, n))
+        y = rng.random(n) < (0.4 if slope == 0 else 1 / (1 + np.exp(-slope * a)))
+        if min(y.sum(), (~y).sum()) < 5:
+            continue
+        features_a = np.column_stack([a, b]) if two_features else a
+        ps.append(_question_test_p(features_a, b, y, seed=len(ps)))
+    return np.array(ps)
+
+
+@pytest.mark.parametrize("two_features", [False, True], ids=["a_vs_b", "ab_vs_b"])
+def test_question_test_is_calibrated_under_the_null(two_features):
+    """No feature predicts the labels (n = 60): a calibrated test rejects at 5 % in 5 % of data
+    sets. The simulated rate over S data sets has a standard error sqrt(0.05 0.95 / S) (0.011
+    at S = 400), so the test fails when the rate exceeds 5 % by more than 3 of them (8.3 %):
+    a calibrated test fails it about once in 700 runs (fixed seed: never, or always). The
+    fixed-score bootstrap it replaces rejected 11 % (300 data sets, 500 resamples)."""
+    p = _simulated_p(two_features, 0.0, n=60, count=CALIBRATION_SIMULATIONS, seed=10 + two_features)
+    rate = np.mean(p < 0.05)
+    margin = 3 * np.sqrt(0.05 * 0.95 / p.size)
+    assert rate <= 0.05 + margin, (rate, margin)
+
+
+def test_question_test_sees_an_informative_feature():
+    """Labels from a logistic link with slope 1.5 on a (population AUROC 0.81) against the noise
+    b (0.5), n = 100: the AUROC difference, ~0.3, is ~4 of its sd (about 0.08: two AUROCs'
+    Hanley-McNeil sd, 0.04 and 0.06, and the fit's), so a test of that power rejects at 5 % in
+    ~95 % of data sets; it must in at least 75 % of 40 (a binomial sd of 0.035 at 95 %)."""
+    assert logistic_link_auroc(1.5) == pytest.approx(0.81, abs=0.01)
+    p = _simulated_p(False, 1.5, n=100, count=40, seed=20)
+    assert np.mean(p < 0.05) >= 0.75, p
