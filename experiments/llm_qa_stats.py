@@ -17,9 +17,22 @@ The paper's protocol:
 The splits share their questions, so the split-level tests measure the noise of re-splitting one
 sample, not of drawing the questions: they are anti-conservative (in a null simulation with 50
 questions a t-test at 5 % rejected about a third of the time). Beside them, the same comparisons
-by a test over questions: each question scored out of fold (5-fold cross-fitting of the same
-logistic regression), then 2 000 stratified bootstrap resamples of the questions, paired across
-methods, independent across models (``question_rows``).
+by a test over questions (``question_rows``): the difference of out-of-fold AUROCs (5-fold
+cross-fitting of the same logistic regression), and 2 000 stratified bootstrap resamples of the
+questions in each of which the cross-fitting is done again (folds dealt to the distinct
+questions drawn), paired across methods, independent across models.
+
+That test used to resample fixed out-of-fold scores, which leaves out the variability of the
+fit (a weak feature's fitted slope changes size and sign between samples). In null simulations
+(60 questions, 1 000 data sets, 500 resamples) it rejected at 5 % in 12.7 % of data sets (one
+noise feature against another), 12.2 % (a 2-feature method against its own second feature, both
+noise), 8.9 % (an informative feature and a noise one against the informative one alone) and
+7.4 % (two features of equal skill, population AUROC 0.71); binomial SE 0.8-1.1 %. Refitting:
+0.1 %, 0.0 %, 0.0 % and 4.1 % (SE 0.6 %): calibrated where the methods have skill, conservative
+where a feature is noise (the fit picks its sign or weight from noise, a choice the bootstrap
+overstates). Power, an informative feature (AUROC 0.81) against noise with 100 questions: 97 %
+of data sets, as before. About 1.1 s a method and group of 817 questions: 27 s for the paper's
+records (5 s before).
 
 Every function returns tidy rows for results.json. Where the data cannot support a statistic
 (fewer than 2 correct or 2 wrong answers, a constant score) the row says why instead of holding
@@ -221,9 +234,10 @@ def significance_rows(
 def question_rows(
     gs: dict[tuple[str, str], Group], models: Sequence[str], datasets: Sequence[str], seed: int
 ) -> list[dict]:
-    """The comparisons of Table 13 and the lift by a test over questions: out-of-fold scores,
-    the model-averaged AUROC difference on the full sample, its stratified bootstrap over
-    questions (95 % percentile interval, two-sided p), BH over all tests."""
+    """The comparisons of Table 13 and the lift by a test over questions: the model-averaged
+    difference of out-of-fold AUROCs on the full sample, and its stratified bootstrap over
+    questions with the cross-fitting redone in every resample (95 % percentile interval,
+    two-sided p), BH over the 18 tests of Table 13."""
     tests, rows = [], []
     for dataset in datasets:
         part = [gs[(m, dataset)] for m in models]
@@ -232,11 +246,16 @@ def question_rows(
         full, draws = {}, {}
         for method, fields in METHODS.items():
             per_model_full, per_model_draws = [], []
-            for g in part:
-                oof = detection.out_of_fold_scores(g.features(fields), g.correct, FOLDS, seed)
+            for i, g in enumerate(part):
+                x = g.features(fields)
+                oof = detection.out_of_fold_scores(x, g.correct, FOLDS, seed)
                 per_model_full.append(detection.auroc(oof, g.correct))
+                # the same resamples and folds for every method of a model (paired), other
+                # ones for each model (independent)
                 per_model_draws.append(
-                    detection.bootstrap_aurocs(oof, g.correct, QUESTION_RESAMPLES, seed)
+                    detection.refit_bootstrap_aurocs(
+                        x, g.correct, FOLDS, QUESTION_RESAMPLES, (seed, i)
+                    )
                 )
             full[method] = float(np.mean(per_model_full))
             draws[method] = np.mean(per_model_draws, axis=0)

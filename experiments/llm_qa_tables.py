@@ -178,7 +178,8 @@ def write_part2_tables(cfg, profile: str, rows: list[dict], seconds: list[dict],
             "question_test",
             f"Table 13 by a test over questions: each question scored out of fold ({qs.FOLDS}-"
             f"fold cross-fitting), the model-averaged AUROC difference and its stratified "
-            f"bootstrap over questions ({qs.QUESTION_RESAMPLES} resamples, two-sided p); — "
+            f"bootstrap over questions, cross-fitted again in each of {qs.QUESTION_RESAMPLES} "
+            f"resamples (two-sided p; conservative where a score is noise); — "
             f"where a model has fewer than {qs.FOLDS} correct or wrong answers on the dataset.",
         ),
     }

@@ -135,3 +135,146 @@ def test_benjamini_hochberg_by_hand():
     adjusted = detection.benjamini_hochberg([0.5, 0.01, 0.03, 0.02])
     np.testing.assert_allclose(adjusted, [0.5, 0.04, 0.04, 0.04])
     assert np.all(adjusted >= [0.5, 0.01, 0.03, 0.02])
+
+
+def _repeat(weights: np.ndarray) -> np.ndarray:
+    """Row indices that repeat row n weights[n] times: the data set a weight vector stands for."""
+    return np.repeat(np.arange(weights.size), weights)
+
+
+def test_weighted_logistic_fits_are_logistic_fit_on_repeated_rows():
+    """Each row of weights (multiplicities, duplicates and zeros included) gives the weights of
+    ``logistic_fit`` on the explicitly repeated rows: the same objective, standardised by the
+    repeated rows' mean and sd. Each stops at a gradient below 1e-7 N (standardised scale), from
+    its own start, so two answers can lie 2e-7 N / c apart, c the objective's smallest
+    curvature: about 0.1 N where the classes overlap (logits within 1e-5, relative or absolute),
+    only the penalty l2 = 1e-3 on separable data (logits within 1e-3, relative)."""
+    rng = np.random.default_rng(2)
+    data = []
+    x = rng.normal(size=(80, 2)) * [1.0, 50.0] + [0.0, 3000.0]
+    y = rng.random(80) < 1 / (1 + np.exp(-(x[:, 0] - 0.01 * (x[:, 1] - 3000))))
+    data.append((x, y, 1e-5, 1e-5))  # rtol, atol of the logits
+    x = rng.normal(size=50)
+    data.append((x, rng.random(50) < 0.4, 1e-5, 1e-5))  # noise: a slope near 0, either sign
+    x = np.column_stack([np.exp(rng.uniform(2, 9, 40)), rng.uniform(0, 0.25, 40)])
+    data.append((x, x[:, 0] > 2000, 1e-3, 0.0))  # separable, heavy-tailed
+    for x, y, rtol, atol in data:
+        n = len(y)
+        weights = np.vstack([np.ones(n, int), rng.multinomial(n, np.full(n, 1 / n), size=4)])
+        weights[-1, : n // 5] = 0  # a training fold: some questions absent
+        batched = detection.weighted_logistic_fits(x, y, weights)
+        assert batched.shape == (5, 1 + (x.shape[1] if x.ndim == 2 else 1))
+        for w, fit in zip(weights, batched, strict=True):
+            ref = detection.logistic_fit(x[_repeat(w)], y[_repeat(w)])
+            np.testing.assert_allclose(
+                detection.logistic_scores(fit, x),
+                detection.logistic_scores(ref, x),
+                rtol=rtol,
+                atol=atol,
+            )
+
+
+def test_weighted_aurocs_are_the_auroc_of_the_repeated_scores():
+    rng = np.random.default_rng(3)
+    y = rng.random(40) < 0.3
+    weights = rng.multinomial(40, np.full(40, 1 / 40), size=6)
+    scores = rng.integers(0, 5, size=(6, 40)).astype(float)  # many ties, within and across
+    scores[0] = rng.normal(size=40)
+    got = detection.weighted_aurocs(scores, y, weights)
+    want = [
+        detection.auroc(s[_repeat(w)], y[_repeat(w)]) for s, w in zip(scores, weights, strict=True)
+    ]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_bootstrap_folds_deal_distinct_questions():
+    """Per resample: each class resampled to its own size; the questions present dealt to folds
+    like ``out_of_fold_scores`` deals all questions (per class, sizes differing by at most one),
+    so a duplicated question sits in one fold only; and the draws depend on labels and seed."""
+    y = np.arange(60) % 5 < 2
+    counts, fold = detection.bootstrap_folds(y, resamples=50, folds=5, seed=0)
+    assert counts.shape == fold.shape == (50, 60)
+    np.testing.assert_array_equal(counts[:, y].sum(1), y.sum())
+    np.testing.assert_array_equal(counts[:, ~y].sum(1), (~y).sum())
+    for c, f in zip(counts, fold, strict=True):
+        for members in (y, ~y):
+            present = members & (c > 0)
+            sizes = np.bincount(f[present], minlength=5)
+            assert sizes.max() - sizes.min() <= 1
+    again = detection.bootstrap_folds(y, resamples=50, folds=5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((counts, fold), again, strict=True))
+
+
+def test_refit_bootstrap_is_paired():
+    """Every score of the same questions sees the same resamples and folds: a score and its
+    affine image (the logistic regression is invariant to it) draw identical AUROCs."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=70)
+    y = rng.random(70) < 1 / (1 + np.exp(-x))
+    a = detection.refit_bootstrap_aurocs(x, y, folds=5, resamples=100, seed=1)
+    b = detection.refit_bootstrap_aurocs(3 - 2 * x, y, folds=5, resamples=100, seed=1)
+    assert a.shape == (100,) and np.all((a >= 0) & (a <= 1))
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    assert not np.allclose(a, detection.refit_bootstrap_aurocs(x, y, 5, 100, seed=2))
+
+
+# The question-level test of experiments/llm_qa_stats.py::question_rows on one model: two
+# methods' refit_bootstrap_aurocs on the same seed, p = bootstrap_p of their difference. With 80
+# resamples p < 0.05 exactly when at most 1 draw lies on the far side of 0, which a calibrated
+# bootstrap does with probability 2 / 81 on each side: a level of 4.94 % (4.998 % at the
+# experiment's 2 000), so fewer resamples do not make the test easier to pass.
+SIMULATIONS = 300
+RESAMPLES = 80
+CASES = {  # labels from a, b ~ N(0, 1) -> the features of method A and of method B
+    "noise_a_vs_b": (lambda a, b: np.full_like(a, 0.4), lambda a, b: (a, b)),
+    "noise_ab_vs_b": (lambda a, b: np.full_like(a, 0.4), lambda a, b: (np.c_[a, b], b)),
+    "equal_skill": (lambda a, b: 1 / (1 + np.exp(0.4 - a - b)), lambda a, b: (a, b)),
+    "informative_a": (lambda a, b: 1 / (1 + np.exp(-1.5 * a)), lambda a, b: (a, b)),
+}
+
+
+def _simulated_p(case: str, n: int, count: int, seed: int) -> np.ndarray:
+    """``count`` p of method A against method B on data sets of ``CASES[case]``, n questions
+    each (a data set without 5 of each class, for 5 folds, drawn again)."""
+    probability, features = CASES[case]
+    rng = np.random.default_rng(seed)
+    ps = []
+    while len(ps) < count:
+        a, b = rng.normal(size=(2, n))
+        y = rng.random(n) < probability(a, b)
+        if min(y.sum(), (~y).sum()) < 5:
+            continue
+        xa, xb = features(a, b)
+        d = detection.refit_bootstrap_aurocs(xa, y, 5, RESAMPLES, len(ps))
+        d -= detection.refit_bootstrap_aurocs(xb, y, 5, RESAMPLES, len(ps))
+        ps.append(detection.bootstrap_p(d) if np.any(d) else 1.0)
+    return np.array(ps)
+
+
+@pytest.mark.parametrize("case", ["noise_a_vs_b", "noise_ab_vs_b", "equal_skill"])
+def test_question_test_is_calibrated_under_the_null(case):
+    """Three nulls, n = 60: no feature predicts the labels (one noise feature against another,
+    and a 2-feature method against its own second feature, as Epi. & Alea. against Aleatoric);
+    and two features of equal skill (population AUROC 0.71 each). A calibrated test rejects at
+    5 % in 5 % of data sets. The rate over S data sets has a standard error sqrt(0.05 0.95 / S)
+    (0.0126 at S = 300): the test fails above 5 % + 3 of them (8.8 %), which a calibrated test
+    does about once in 700 runs (fixed seed: never, or always). Where the features are noise,
+    a fit picks a slope's sign from noise and the bootstrap of that choice is conservative, so
+    only equal skill must also reach 5 % - 3 SE (1.2 %). The fixed-score bootstrap it
+    replaces rejected 12.7 %, 12.2 % and 7.4 % (1 000 data sets each, 500 resamples)."""
+    p = _simulated_p(case, n=60, count=SIMULATIONS, seed=list(CASES).index(case))
+    rate = np.mean(p < 0.05)
+    margin = 3 * np.sqrt(0.05 * 0.95 / p.size)
+    assert rate <= 0.05 + margin, (rate, margin)
+    if case == "equal_skill":
+        assert rate >= 0.05 - margin, (rate, margin)
+
+
+def test_question_test_sees_an_informative_feature():
+    """Labels from a logistic link with slope 1.5 on a (population AUROC 0.81) against the noise
+    b (0.5), n = 100: the AUROC difference, ~0.3, is ~4 of its sd (about 0.08: two AUROCs'
+    Hanley-McNeil sd, 0.04 and 0.06, and the fit's), so a test of that power rejects at 5 % in
+    ~95 % of data sets; it must in at least 75 % of 40 (a binomial sd of 0.035 at 95 %)."""
+    assert logistic_link_auroc(1.5) == pytest.approx(0.81, abs=0.01)
+    p = _simulated_p("informative_a", n=100, count=40, seed=20)
+    assert np.mean(p < 0.05) >= 0.75, p

@@ -15,11 +15,11 @@ from experiments import llm_qa_stats as qs
 MODELS = ("model-a", "model-b")
 DATASETS = ("truthfulqa", "nq_open")
 SQ_NORMS = {"model-a": 4.0, "model-b": 400.0}
-# A test over questions of no difference: were it calibrated, p would be uniform and p > 0.05
-# would fail one data set in twenty. The out-of-fold one runs hot (simulated with these records:
-# p <= 0.05 in ~15 % of data sets, p at its floor 2 / 2001 in ~1 %), so only p at the floor is
-# taken for a false alarm: about 1 % a comparison.
-NULL_P = 2 / (qs.QUESTION_RESAMPLES + 1)
+# A test over questions of no difference, between scores that are noise: p > 0.05 would fail a
+# calibrated test one data set in twenty, but there the refitting bootstrap is conservative
+# (tests/test_detection.py; simulated with 60 questions: p < 0.05 in 0.1 % of data sets for one
+# noise feature against another, 0.0 % for a 2-feature method against its own noise feature).
+NULL_P = 0.05
 
 
 def _records(n: int = 120, seed: int = 0) -> list[dict]:
