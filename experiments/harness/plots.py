@@ -60,7 +60,14 @@ def maps_figure(
     def name_of(c) -> str:
         return (point_labels or {}).get(int(c), f"class {c}")
 
-    image, normalised_axes, handles = None, [], []
+    point_colours = colours(np.searchsorted(classes, train_y) % 10)
+    handles = [
+        plt.Line2D([], [], linestyle="", marker="o", markersize=1.7, color=colours(k % 10),
+                   label=name_of(c))
+        for k, c in enumerate(classes)
+    ]  # fmt: skip
+
+    image, normalised_axes = None, []
     for i, row in enumerate(panels):
         for j in range(n_cols):
             ax = axes[i, j]
@@ -92,12 +99,7 @@ def maps_figure(
             else:
                 image = im
                 normalised_axes.append(ax)
-            handles = [
-                ax.scatter(
-                    *train_x[train_y == c].T[:2], color=colours(k % 10), label=name_of(c), **DOTS
-                )
-                for k, c in enumerate(classes)
-            ]
+            ax.scatter(*train_x.T[:2], color=point_colours, **DOTS)  # one artist per panel
             corner, size = (lo_x[0], lo_x[1]), (hi_x[0] - lo_x[0], hi_x[1] - lo_x[1])
             ax.add_patch(plt.Rectangle(corner, *size, fill=False, **REGION_EDGE))
             ax.set_xlim(extent[:2])
