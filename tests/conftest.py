@@ -28,6 +28,22 @@ def pytest_configure(config):
         config.stash[_OWNED] = os.environ[CACHE_ENV]
 
 
+# the end-to-end files, longest first (about 45-180 s each on one core)
+LONG_FILES = (
+    "test_classification_experiments", "test_llm_qa_experiment", "test_reproduce",
+    "test_regression_and_proxy_experiments", "test_scaling_experiment", "test_readme",
+    "test_text_domains_experiment", "test_sensitivity_experiment",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    """The long files first: xdist hands out files in collection order, so they start early
+    and the short ones fill the end, instead of one worker idling while the other finishes a
+    long file. Within a file the order is kept."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 def pytest_unconfigure(config):
     owned = config.stash.get(_OWNED, None)
     if owned is not None:
