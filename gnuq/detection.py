@@ -1,7 +1,7 @@
 """The statistics of predicting a binary outcome (a wrong answer) from uncertainty scores: AUROC
-of a logistic regression over random train/test splits or out-of-fold, its bootstrap (of fixed
-scores, or refitting the regression in every resample: many weighted fits at once), the paired
-bootstrap of two scores, and Benjamini-Hochberg over many comparisons."""
+of a logistic regression over random train/test splits or out-of-fold, its bootstrap refitting
+the regression in every resample (many weighted fits at once), the paired bootstrap of two
+scores, and Benjamini-Hochberg over many comparisons."""
 
 import warnings
 from collections.abc import Sequence
@@ -136,24 +136,6 @@ def out_of_fold_scores(features, labels, folds: int, seed: int) -> np.ndarray:
         w = logistic_fit(x[fold != k], y[fold != k])
         out[fold == k] = logistic_scores(w, x[fold == k])
     return out
-
-
-def bootstrap_aurocs(scores, labels, resamples: int, seed: int) -> np.ndarray:
-    """``[resamples]`` AUROCs of ``scores`` on stratified bootstrap resamples of the items (each
-    class resampled with replacement to its own size). The resamples depend only on the labels
-    and the seed, so scores of the same items see the same resamples (paired)."""
-    s = np.asarray(scores, np.float64)
-    y = np.asarray(labels, bool)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError("AUROC needs both positive and negative labels")
-    idx = np.column_stack(
-        [rng.choice(pos, (resamples, len(pos))), rng.choice(neg, (resamples, len(neg)))]
-    )
-    ranks = stats.rankdata(s[idx], axis=1)  # average ranks for ties, per resample
-    n_pos, n_neg = len(pos), len(neg)
-    return (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def weighted_logistic_fits(
@@ -319,8 +301,8 @@ def refit_bootstrap_aurocs(
     """``[resamples]`` out-of-fold AUROCs on stratified bootstrap resamples, refitted in each:
     per ``bootstrap_folds`` resample, question n (drawn ``counts[n]`` times) is scored by the
     ``weighted_logistic_fits`` fit on the other folds' draws, and the resample's AUROC is the
-    ``weighted_aurocs`` of those scores. Unlike ``bootstrap_aurocs`` of fixed out-of-fold
-    scores, the draws carry the fit's variability (the sign and size of a noise feature's slope
+    ``weighted_aurocs`` of those scores. Unlike a bootstrap of fixed out-of-fold scores,
+    the draws carry the fit's variability (the sign and size of a noise feature's slope
     change from sample to sample). Paired: the resamples and folds depend only on the labels
     and the seed. ``bootstrap_p`` of two scores' paired differences is calibrated where both
     have skill and conservative where one is noise (simulated: tests/test_detection.py).

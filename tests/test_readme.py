@@ -20,9 +20,8 @@ def _run(monkeypatch, replace: str | None) -> tuple[str, dict]:
         blocks = [b.replace(WRITTEN, replace) for b in blocks]
     # the README registers "stripes"; keep the global registry clean for other tests
     monkeypatch.setattr(problems, "_REGISTRY", dict(problems._REGISTRY))
-    namespace: dict = {}
     for block in blocks:
-        namespace = {}
+        namespace: dict = {}
         exec(compile(block, str(README), "exec"), namespace)
     return namespace
 
