@@ -30,7 +30,7 @@ import gnuq
 from experiments import scaling_report
 from experiments.harness import agreement, cache, config
 from experiments.harness.experiment import Context, Experiment, run
-from gnuq import likelihoods, models, problems, train
+from gnuq import likelihoods, models, priors, problems, train
 from gnuq.baselines import mcmc_resumable
 from gnuq.baselines.mcmc import McmcConfig
 from gnuq.baselines.mcmc_resumable import StreamConfig
@@ -40,10 +40,19 @@ from gnuq.train import MapConfig
 CODE = (  # what a unit computes with: a change to it recomputes
     "gnuq.chunking", "gnuq.dense", "gnuq.estimators", "gnuq.likelihoods", "gnuq.baselines.mcmc",
     "gnuq.baselines.mcmc_resumable", "gnuq.baselines.sampler", "gnuq.baselines.moments",
-    "gnuq.baselines.diagnostics", "gnuq.models", "gnuq.problems", "gnuq.train",
+    "gnuq.baselines.diagnostics", "gnuq.models", "gnuq.priors", "gnuq.problems", "gnuq.train",
     sys.modules[__name__],
 )  # fmt: skip
-SOURCES = cache.code_version(*CODE)
+
+
+PRIORS = scaling_report.PRIORS_ORDER
+# what a stored reference depends on beside its settings: the sampler, the MAP it starts from
+# and the model; not the library versions (a reference sampled under another jax is a sample of
+# the same posterior, as one sampled on another CPU is), so a committed store outlives upgrades
+REFERENCE_CODE = cache.code_version(
+    "gnuq.baselines.mcmc_resumable:reference", "gnuq.train:fit_map", "gnuq.models",
+    "gnuq.priors", "gnuq.problems", f"{__name__}:prior_model", libraries=(),
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,27 +63,53 @@ class Config:
     n_train: tuple[int, ...]  # the second axis: training-set sizes
     seeds: tuple[int, ...]
     grid_resolution: int
+    priors: tuple[str, ...] = ("isotropic",)  # the third axis: PRIORS
+    prior_scale: float = 8.0  # width_scaled: kernels ~ N(0, prior_scale^2 / fan_in)
     activation: str = "tanh"
     max_hours_per_chain: float = 2.0  # upper-bound cost above which a size is not sampled
     run_missing: bool = True  # false: render from the cached units only, compute nothing
+    # where finished references and in-flight chain checkpoints go, relative to the repository
+    # (a tracked folder, so a fresh clone resumes a long run); "" = the untracked results/
+    reference_store: str = ""
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     mcmc: McmcConfig = dataclasses.field(default_factory=McmcConfig)
     stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
 
 
 # ---------------------------------------------------------------------------------------------
-# one (width, N, seed)
+# one (prior, width, N, seed)
 
 
-def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathlib.Path) -> dict:
-    width, n_train = item
+def prior_model(cfg: Config, prior: str, key, widths: tuple[int, ...], problem):
+    """The network in the coordinates where its prior is N(0, I / prior_precision), with its
+    initial params there; the network in the paper's weights; the map from the first's params to
+    the second's (identity for ``isotropic``)."""
+    model = models.mlp(key, problem.input_dim, widths, problem.num_classes, cfg.activation)
+    if prior == "isotropic":
+        return model, model.apply, lambda params: params
+    scaled = priors.width_scaled(model, cfg.prior_scale)
+    # start at a draw from the prior (the neural-tangent initialisation): the original init
+    # mapped back is N(0, 1 / prior_scale^2), from where the MAP fit stays at the prior's mode
+    leaves, treedef = jax.tree.flatten(scaled.model.params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    std = cfg.map.prior_precision**-0.5
+    start = [
+        std * jax.random.normal(k, leaf.shape, leaf.dtype)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    sampled = scaled.model._replace(params=jax.tree.unflatten(treedef, start))
+    return sampled, model.apply, scaled.to_original
+
+
+def run_unit(cfg: Config, item: tuple[str, int, int], seed: int, log, store: pathlib.Path) -> dict:
+    prior, width, n_train = item
     problem = problems.get(cfg.problem)
     lik = likelihoods.get(problem.task)
     k_data, k_init, k_mcmc = jax.random.split(jax.random.key(seed), 3)
     x, y = problem.sample(k_data, n_train)
     grid = problem.grid(cfg.grid_resolution)
     widths = () if width == 0 else (width, width)
-    model = models.mlp(k_init, problem.input_dim, widths, problem.num_classes, cfg.activation)
+    model, weights_apply, to_weights = prior_model(cfg, prior, k_init, widths, problem)
     n_params = models.count_params(model.params)
 
     # the cost of a gradient does not depend on where it is taken: decide before the MAP
@@ -96,54 +131,63 @@ def run_unit(cfg: Config, item: tuple[int, int], seed: int, log, ckpt_dir: pathl
 
     start = time.monotonic()
     fit = train.fit_map(model.apply, lik, model.params, x, y, cfg.map)
-    elapsed = time.monotonic() - start
-    log(f"MAP: {n_params} parameters, ||grad U|| {fit.grad_norm:.1e} ({elapsed:.0f} s)")
+    accuracy = float(np.mean(np.argmax(model.apply(fit.params, x), -1) == y))
+    log(
+        f"MAP ({prior} prior): {n_params} parameters, ||grad U|| {fit.grad_norm:.1e}, training "
+        f"accuracy {accuracy:.2f} ({time.monotonic() - start:.0f} s)"
+    )
+    # the paper's GN: identity covariance in the paper's weights; and in the prior's metric
+    # (identity in the coordinates sampled here: the same under the isotropic prior)
     u = gnuq.uncertainty(model.apply, fit.params, grid, likelihood=problem.task)
+    gn = u.epistemic
+    if prior != "isotropic":
+        weights = to_weights(fit.params)
+        gn = gnuq.uncertainty(weights_apply, weights, grid, likelihood=problem.task).epistemic
     arrays |= {
-        "gn": np.asarray(u.epistemic),
+        "gn": np.asarray(gn),
+        "gn_prior": np.asarray(u.epistemic),
         "pe": np.asarray(u.aleatoric),
         "map_grad_norm": np.asarray(fit.grad_norm),
+        "map_train_accuracy": np.asarray(accuracy),
     }
 
-    start = time.monotonic()
-    # everything that determines the chains (the model too: activation, widths, MAP)
     # what determines the chains, as settings (another CPU's MAP differs in its last digits)
+    scale = cfg.prior_scale if prior != "isotropic" else None
     name = cache.fingerprint(
-        cfg.problem, width, n_train, seed, cfg.activation, cfg.map, cfg.grid_resolution,
-        cfg.mcmc, cfg.stream, SOURCES,
+        cfg.problem, prior, scale, width, n_train, seed, cfg.activation, cfg.map,
+        cfg.grid_resolution, cfg.mcmc, cfg.stream, REFERENCE_CODE,
     )  # fmt: skip
-    ref = mcmc_resumable.reference(
-        k_mcmc,
-        model.apply,
-        lik,
-        x,
-        y,
-        fit.params,
-        grid,
-        cfg.map.prior_precision,
-        cfg.mcmc,
-        cfg.stream,
-        checkpoint=ckpt_dir / f"chains-{name}.npz",
-        log=log,
-    )
-    d = ref.diagnostics
-    wall = time.monotonic() - start
-    log(
-        f"NUTS: R-hat {d.rhat_max:.3f}, bulk ESS {d.ess_bulk_min:.0f}, {d.divergences} divergent, "
-        f"tree depth {d.mean_tree_depth:.1f}, {'ok' if d.ok else 'FAILED the gate'} ({wall:.0f} s)"
-    )
-    return (
-        arrays
-        | agreement.diagnostic_arrays(d)
-        | {
-            "sampled": np.asarray(True),
-            "mcmc_epi": np.asarray(ref.epistemic),
-            "mcmc_ale": np.asarray(ref.aleatoric),
-            "sampling_seconds": np.asarray(wall),
+    chains = store / f"chains-{name}.npz"
+
+    def sample() -> dict:
+        start = time.monotonic()
+        ref = mcmc_resumable.reference(
+            k_mcmc, model.apply, lik, x, y, fit.params, grid, cfg.map.prior_precision,
+            cfg.mcmc, cfg.stream, checkpoint=chains, log=log,
+        )  # fmt: skip
+        d = ref.diagnostics
+        return agreement.diagnostic_arrays(d) | {
+            "mcmc_epi": np.asarray(ref.epistemic, np.float32),
+            "mcmc_ale": np.asarray(ref.aleatoric, np.float32),
+            "sampling_seconds": np.asarray(time.monotonic() - start),
             "gradients": np.asarray(np.sum(ref.chains.num_steps) + np.sum(ref.chains.warmup_steps)),
             "mean_tree_depth": np.asarray(d.mean_tree_depth),
         }
+
+    stored = store / f"reference-{name}.npz"
+    if stored.exists():
+        log(f"reference from {stored}")
+    ref = cache.load_or_compute(stored, sample)
+    chains.unlink(missing_ok=True)  # finished: the compact reference replaces the checkpoint
+    log(
+        f"NUTS: R-hat {float(ref['diagnostics/rhat_max']):.3f}, bulk ESS "
+        f"{float(ref['diagnostics/ess_bulk_min']):.0f}, "
+        f"{int(ref['diagnostics/divergences'])} divergent, tree depth "
+        f"{float(ref['mean_tree_depth']):.1f}, "
+        f"{'ok' if bool(ref['diagnostics/ok']) else 'FAILED the gate'} "
+        f"({float(ref['sampling_seconds']):.0f} s when sampled)"
     )
+    return arrays | ref | {"sampled": np.asarray(True)}
 
 
 def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: int = 20) -> float:
@@ -165,12 +209,18 @@ def compute(cfg: Config, item: tuple[int, int], seed: int, ctx: Context) -> dict
     # float32 matrix products in full precision on GPUs too (no TF32): the leapfrog gradients
     # must be those of the potential the Metropolis step evaluates
     jax.config.update("jax_default_matmul_precision", "highest")
-    return run_unit(cfg, item, seed, ctx.log, ctx.work / "chains")
+    root = ctx.results.parent
+    store = root / cfg.reference_store if cfg.reference_store else ctx.work / "references"
+    return run_unit(cfg, item, seed, ctx.log, store)
 
 
 def check(cfg: Config) -> None:
     if not cfg.widths or not cfg.n_train or not cfg.seeds:
         raise config.ConfigError("scaling: give at least one width, one n_train and one seed")
+    if unknown := sorted(set(cfg.priors) - set(PRIORS)):
+        raise config.ConfigError(f"scaling: unknown priors {unknown}; choose from {list(PRIORS)}")
+    if not cfg.priors or cfg.prior_scale <= 0:
+        raise config.ConfigError("scaling: give at least one prior and a positive prior_scale")
     if (task := problems.get(cfg.problem).task) != "categorical":
         raise config.ConfigError(f"scaling: {cfg.problem!r} is a {task} problem, not a K-class one")
 
@@ -179,13 +229,17 @@ EXPERIMENT = Experiment(
     name="scaling",
     schema=Config,
     config_file="scaling.toml",
-    units=lambda cfg: [(f"w{w}-n{n}", (w, n)) for n in cfg.n_train for w in cfg.widths],
+    units=lambda cfg: [
+        (f"{p}-w{w}-n{n}", (p, w, n)) for p in cfg.priors for n in cfg.n_train for w in cfg.widths
+    ],
     compute=compute,
     render=scaling_report.render,
     code=CODE,
     # the backend too: whether a size is sampled here depends on this machine's speed
     unit_settings=lambda cfg: (
-        dataclasses.replace(cfg, seeds=(), widths=(), n_train=(), run_missing=True),
+        dataclasses.replace(
+            cfg, seeds=(), widths=(), n_train=(), priors=(), run_missing=True, reference_store=""
+        ),
         jax.default_backend(),
     ),
     check=check,

@@ -96,6 +96,9 @@ def definition_code(module: str, name: str) -> str:
         if (mod, nm) in done:
             continue
         definitions, imports = _top_level(mod)
+        if nm not in definitions and nm in imports:  # a re-export: follow it to its definition
+            todo.append(imports[nm])
+            continue
         if nm not in definitions:
             raise ValueError(f"{mod} has no top-level definition {nm!r}")
         node = definitions[nm]
