@@ -87,7 +87,7 @@ def prior_model(cfg: Config, prior: str, key, widths: tuple[int, ...], problem):
     model = models.mlp(key, problem.input_dim, widths, problem.num_classes, cfg.activation)
     if prior == "isotropic":
         return model, model.apply, lambda params: params
-    scaled = priors.width_scaled(model, cfg.prior_scale)
+    scaled = priors.scaled(model, priors.width_scaled_stds(model.params, cfg.prior_scale))
     # start at a draw from the prior (the neural-tangent initialisation): the original init
     # mapped back is N(0, 1 / prior_scale^2), from where the MAP fit stays at the prior's mode
     leaves, treedef = jax.tree.flatten(scaled.model.params)

@@ -29,26 +29,30 @@ class PriorScaled(NamedTuple):
     to_original: object  # V -> W, a pure function of the params pytree
 
 
-def width_scaled(model: Model, scale: float = 1.0, bias_scale: float = 1.0) -> PriorScaled:
-    """The width-scaled prior of the neural-tangent literature on a Dense network.
-
-    Every kernel (a leaf with two or more axes, fan-in on the first) gets prior standard deviation
-    ``scale / sqrt(fan_in)``; every other leaf (biases) ``bias_scale``. The model is written in the
-    neural-tangent parametrisation ``W = scale * V / sqrt(fan_in)``; the initial ``V`` is the
-    original initial params mapped back, so both start from the same function.
-    """
-    if not (scale > 0 and bias_scale > 0):
-        raise ValueError(f"prior scales must be positive, got scale={scale}, bias={bias_scale}")
+def scaled(model: Model, stds: Params) -> PriorScaled:
+    """``model`` under the prior N(0, stds^2) per leaf (``stds``: a float per leaf, the params'
+    structure), rewritten as ``W = stds * V``; the initial ``V`` is the initial params mapped
+    back, so both start from the same function."""
     leaves, treedef = jax.tree.flatten(model.params)
-    factors = tuple(
-        float(scale / np.sqrt(leaf.shape[0])) if leaf.ndim >= 2 else float(bias_scale)
-        for leaf in leaves
-    )
+    factors = tuple(float(f) for f in treedef.flatten_up_to(stds))
+    if not all(f > 0 and np.isfinite(f) for f in factors):
+        raise ValueError(f"prior scales must be positive and finite, got {factors}")
     apply = _ScaledApply(model.apply, factors, treedef)
     params_v = jax.tree.unflatten(
         treedef, [leaf / f for leaf, f in zip(leaves, factors, strict=True)]
     )
     return PriorScaled(Model(apply, params_v), apply.to_original)
+
+
+def width_scaled_stds(params: Params, scale: float = 1.0, bias_scale: float = 1.0) -> Params:
+    """The width-scaled prior of the neural-tangent literature on a Dense network: standard
+    deviation ``scale / sqrt(fan_in)`` for every kernel (a leaf with two or more axes, fan-in on
+    the first), ``bias_scale`` for every other leaf. ``scaled(model, stds)`` applies it."""
+    if not (scale > 0 and bias_scale > 0):
+        raise ValueError(f"prior scales must be positive, got scale={scale}, bias={bias_scale}")
+    return jax.tree.map(
+        lambda leaf: scale / np.sqrt(leaf.shape[0]) if leaf.ndim >= 2 else bias_scale, params
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ X = jax.random.normal(jax.random.key(1), (7, 2))
 
 def _scaled(scale=3.0):
     model = models.mlp(jax.random.key(0), 2, (5, 6), 3)
-    return model, priors.width_scaled(model, scale)
+    return model, priors.scaled(model, priors.width_scaled_stds(model.params, scale))
 
 
 def test_the_rewritten_model_is_the_same_network():
@@ -71,5 +71,9 @@ def test_gradient_norm_in_v_is_the_norm_in_the_prior_metric():
 
 @pytest.mark.parametrize("scale,bias", [(0.0, 1.0), (-1.0, 1.0), (1.0, 0.0)])
 def test_non_positive_scales_are_refused(scale, bias):
+    model = _scaled()[0]
     with pytest.raises(ValueError, match="prior scales must be positive"):
-        priors.width_scaled(_scaled()[0], scale, bias)
+        priors.width_scaled_stds(model.params, scale, bias)
+    stds = jax.tree.map(lambda _: float("nan"), model.params)
+    with pytest.raises(ValueError, match="positive and finite"):
+        priors.scaled(model, stds)
