@@ -290,12 +290,11 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
                     mean = np.array([np.mean(v) for _, v in points])
                     lo = mean - np.array([np.min(v) for _, v in points])
                     hi = np.array([np.max(v) for _, v in points]) - mean
-                    ax.errorbar(xs, mean, yerr=[lo, hi], color=colour, ls=styles[prior], lw=1.2,
-                                capsize=2)  # fmt: skip
                     bad = np.array([(prior, n, int(k)) in failed for k in p])
                     label = f"N = {n}, {PRIOR_NAMES[prior]}"
-                    ax.scatter(xs[~bad], mean[~bad], color=colour, s=25, zorder=3, label=label)
-                    ax.scatter(xs[bad], mean[bad], fc="white", ec=colour, s=25, zorder=3)
+                    ax.errorbar(xs, mean, yerr=[lo, hi], color=colour, ls=styles[prior], lw=1.2,
+                                marker="o", ms=5, capsize=2, label=label)  # fmt: skip
+                    ax.scatter(xs[bad], mean[bad], fc="white", ec=colour, s=25, zorder=4)
             for n, colour in zip(cfg.n_train, colours, strict=True):
                 for k in sorted(k for m, k in accel if m == n):
                     ax.axvline(k / (n if x_axis == "params_per_n" else 1), color=colour, ls=":",
