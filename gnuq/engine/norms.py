@@ -28,10 +28,12 @@ def _max_abs(a: Array, axes, scaled: bool) -> Array:
     return jnp.where(m > 0, m, 1.0).astype(a.dtype)
 
 
-def outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
+def outer_sq(A: Array, D: Array, scaled: bool = False, k: int | None = None) -> Array:
     """``[K]`` squared norms of g_k = sum_{b,t} A_bt D_kbt^T (``A [B, T, I]``, ``D [K, B, T, J]``):
-    the outer product for T = 1, else the Gram form or the materialised g, whichever is cheaper."""
-    k, _, t, j = D.shape
+    the outer product for T = 1, else the Gram form or the materialised g, whichever is cheaper
+    for ``k`` outputs (default K; more where the caller vmaps over outputs)."""
+    _, _, t, j = D.shape
+    k = k or D.shape[0]
     i = A.shape[2]
     sa = _max_abs(A, None, scaled)
     sd = _max_abs(D, (1, 2, 3), scaled)
@@ -53,7 +55,7 @@ def outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
     return _scaled_sq(core, sa * sd)
 
 
-def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
+def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool, k: int) -> Array:
     """``dot_general`` with the parameter at ``use.pos`` and the activation ``a`` opposite."""
     (lc, rc), (lb, rb) = use.params["dimension_numbers"]
     ac, ab = (lc, lb) if use.pos == 1 else (rc, rb)
@@ -65,10 +67,10 @@ def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
         nb, nw = len(lb), use.avals[0].ndim - len(lb) - len(lc)
         order = (*range(nb), *range(nb + nw, d.ndim - 1), *range(nb, nb + nw))
         d = jnp.transpose(d, (0, *(1 + o for o in order)))
-    return outer_sq(A, d.reshape(d.shape[0], B, T, -1), scaled)
+    return outer_sq(A, d.reshape(d.shape[0], B, T, -1), scaled, k)
 
 
-def _conv_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
+def _conv_sq(use: Use, a: Array, d: Array, scaled: bool, k: int) -> Array:
     """A convolution's kernel: image patches of ``a`` are the activation of a ``dot_general``."""
     p = use.params
     dn = p["dimension_numbers"]
@@ -80,7 +82,7 @@ def _conv_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
     A = jnp.moveaxis(patches, feature, -1)
     D = jnp.moveaxis(d, 1 + feature, -1)
     A, D = A.reshape(1, -1, A.shape[-1]), D.reshape(D.shape[0], 1, -1, D.shape[-1])
-    return outer_sq(A, D, scaled)
+    return outer_sq(A, D, scaled, k)
 
 
 def _conv_fast(use: Use) -> bool:
@@ -171,7 +173,7 @@ def _elementwise_sq(use: Use, acts: list, d: Array, axes: tuple, scaled: bool) -
     return _scaled_sq(jnp.sum((g / s[:, None]) ** 2, axis=1), s)
 
 
-def _fast_sq(use: Use, acts: list, d: Array, scaled: bool) -> Array | None:
+def _fast_sq(use: Use, acts: list, d: Array, scaled: bool, k: int) -> Array | None:
     """``[K]`` squared norms of a single-use root through a linear form, or None."""
     name = use.prim.name
     if name in ELEMENTWISE:
@@ -180,9 +182,9 @@ def _fast_sq(use: Use, acts: list, d: Array, scaled: bool) -> Array | None:
     if not use.bijective:
         return None
     if name == "dot_general":
-        return _dot_general_sq(use, acts[0], d, scaled)
+        return _dot_general_sq(use, acts[0], d, scaled, k)
     if name == "conv_general_dilated" and _conv_fast(use):
-        return _conv_sq(use, acts[0], d, scaled)
+        return _conv_sq(use, acts[0], d, scaled, k)
     if name == "gather" and _gather_fast(use):
         return _gather_sq(use, acts[0], d, scaled)
     return None
@@ -215,11 +217,11 @@ def _use_grad(use: Use, acts: list, delta: Array) -> Array:
     return chain_t(op_t(delta)[0])[0]
 
 
-def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array:
+def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool, k: int) -> Array:
     """``[K]`` squared norm of one root's gradient for one example and scan iteration:
     acts[tap] its activations, deltas[tap] ``[K, *out]``."""
     if len(uses) == 1:
-        fast = _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled)
+        fast = _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled, k)
         if fast is not None:
             return fast
 
@@ -231,12 +233,15 @@ def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array:
     return jax.vmap(one)(deltas)
 
 
-def stacked_root_sq(uses: list[Use], acts: dict, deltas: dict, depth: int, scaled: bool) -> Array:
-    """``_root_sq`` summed over ``depth`` leading scan axes (acts: axis 0, deltas: axis 1)."""
+def stacked_root_sq(
+    uses: list[Use], acts: dict, deltas: dict, depth: int, scaled: bool, k: int
+) -> Array:
+    """``_root_sq`` summed over ``depth`` leading scan axes (acts: axis 0, deltas: axis 1) for
+    one example; ``k`` outputs in all (deltas may hold fewer where the caller vmaps)."""
     if depth == 0:
-        return _root_sq(uses, acts, deltas, scaled)
+        return _root_sq(uses, acts, deltas, scaled, k)
     per = jax.vmap(
-        lambda a, d: stacked_root_sq(uses, a, d, depth - 1, scaled), in_axes=(0, 1), out_axes=0
+        lambda a, d: stacked_root_sq(uses, a, d, depth - 1, scaled, k), in_axes=(0, 1), out_axes=0
     )(acts, deltas)
     return jnp.sum(per, axis=0)
 
