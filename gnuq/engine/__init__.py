@@ -19,10 +19,15 @@ delta without forming a per-example gradient where a linear form exists:
               or the materialised g (T I J FLOPs), whichever is cheaper;
 - an embedding ``gather`` of rows ``ids``: ||g||^2 = sum_{t,s} [id_t = id_s] (delta_t . delta_s)
   (Gram) or the scattered rows, whichever is cheaper;
+- a 2-D leaf used more than once through these forms (the tied embedding/output matrix of an
+  LLM: gathered rows and the output projection): each use's gradient is sum_p L_p R_p^T (L one-hot
+  rows or an activation, R a delta, or the other way round), and the cross terms stay:
+      ||sum_u g_u||^2 = sum_{u,v} sum_{p,q} (L_up . L_vq)(R_up . R_vq)
+  (T^2 (d_in + d_out) FLOPs per pair of uses instead of T d_in d_out), or the materialised g,
+  whichever is cheaper;
 - any other linear use (a broadcast bias add, a LayerNorm/RMSNorm scale, a slice of a position
-  table, a leaf used more than once, e.g. the tied embedding/output matrix of an LLM): the
-  per-example gradient g = sum_uses op_u^T(delta_u) is materialised and squared. Summing over uses
-  keeps the cross-terms: ||sum_u g_u||^2 != sum_u ||g_u||^2.
+  table, a leaf used more than once otherwise): the per-example gradient
+  g = sum_uses op_u^T(delta_u) is materialised and squared (the sum keeps the cross terms).
 
 A leaf scanned over by ``lax.scan`` (stacked layers) is sliced disjointly per iteration, so its
 squared norm is the sum over iterations of each slice's. Every leaf the engine cannot prove it

@@ -270,7 +270,7 @@ def _side_gram(x: Array, y: Array, dtype) -> Array:
     return jnp.matmul(x, jnp.swapaxes(y, 1, 2), precision=_HIGHEST)
 
 
-def _multi_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool, k: int) -> Array | None:
+def _multi_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array | None:
     """``[K]`` ||sum_u g_u||^2 = sum_{u,v} <g_u, g_v> of a 2-D root used several times (a tied
     embedding: gathered rows and an output projection), each <g_u, g_v> in Gram form
     sum_{p,q} (L_up . L_vq)(R_up . R_vq), never forming g; None where a use has no factors or
@@ -318,7 +318,7 @@ def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool, k: int) ->
     fast = (
         _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled, k)
         if len(uses) == 1
-        else _multi_sq(uses, acts, deltas, scaled, k)
+        else _multi_sq(uses, acts, deltas, scaled)
     )
     if fast is not None:
         return fast
