@@ -13,7 +13,7 @@ from conftest import TINY, hf_tensors
 
 import gnuq
 from gnuq import estimators, models
-from gnuq.engine import norms
+from gnuq.engine import norms, squeeze
 from gnuq.pretrained import bert, decoder
 
 KEY = jax.random.key(0)
@@ -208,6 +208,22 @@ def test_tied_embedding_cross_terms(monkeypatch, dtype, vocab, width, length, gr
         assert got.dtype == dtype
         np.testing.assert_allclose(got, ref, rtol=1e-5)
     assert taken and all((t is not None) == gram for t in taken)
+
+
+def test_squeezed_evaluation_keeps_values_and_gradients():
+    """Reductions, broadcasts and broadcasting elementwise ops over size-1 axes, bound squeezed."""
+
+    def f(x, s):  # x [1, 5, 1], s [1, 1, 1]: a per-row normalisation of a batch of one
+        mu = jnp.mean(x, axis=(1, 2), keepdims=True)
+        y = (x - mu) * s / jnp.max(x, axis=1, keepdims=True)
+        return jnp.sum(jnp.broadcast_to(y, (1, 5, 3)) ** 2, axis=(0, 2))
+
+    x = jax.random.normal(KEY, (4, 1, 5, 1))
+    s = jnp.full((1, 1, 1), 1.5)
+    got = jax.vmap(squeeze.squeezed(f), in_axes=(0, None))(x, s)
+    np.testing.assert_allclose(got, jax.vmap(f, in_axes=(0, None))(x, s), rtol=1e-6)
+    grad = lambda g: jax.grad(lambda xx: jnp.sum(jax.vmap(g, in_axes=(0, None))(xx, s)))(x)  # noqa: E731
+    np.testing.assert_allclose(grad(squeeze.squeezed(f)), grad(f), rtol=1e-5)
 
 
 # --- models that mix examples: never a per-example identity ------------------------------------

@@ -80,7 +80,7 @@ def squeezable(eqn, invals) -> bool:
         return len(invals) == 1 and 1 in (*np.shape(invals[0]), *out)
     if name in _ELEMENTWISE:
         shapes = {np.shape(x) for x in invals if np.ndim(x)}
-        return 1 in out and len(shapes) > 1
+        return 1 in out and len(shapes) > 1 and all(len(sh) == len(out) for sh in shapes)
     return False
 
 
@@ -103,11 +103,9 @@ def squeezed(fn):
     runs per example under ``vmap``."""
 
     def run(*args):
-        closed = jax.make_jaxpr(fn)(*args)
-        return jax.tree.unflatten(
-            jax.tree.structure(jax.eval_shape(fn, *args)),
-            _evaluate(closed.jaxpr, closed.consts, jax.tree.leaves(args)),
-        )
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = _evaluate(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
     return run
 
