@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY, hf_tensors
 
 import gnuq
-from gnuq import models
-from gnuq.engine import norms
+from gnuq import estimators, models
+from gnuq.engine import norms, squeeze
 from gnuq.pretrained import bert, decoder
 
 KEY = jax.random.key(0)
@@ -170,6 +170,60 @@ def test_gram_and_materialised_forms_agree():
     np.testing.assert_allclose(
         norms.outer_sq(a[:, :1], d[:, :, :1]), jnp.sum(outer**2, axis=(1, 2, 3)), rtol=1e-5
     )
+
+
+def _tied_decoder(vocab: int, width: int, dtype):
+    """A decoder-like toy: the embedding matrix is gathered and reused as the output layer."""
+    k = jax.random.split(KEY, 2)
+    params = {
+        "embed": jax.random.normal(k[0], (vocab, width), dtype),
+        "w": 0.3 * jax.random.normal(k[1], (width, width), dtype),
+    }
+
+    def f(p, tokens):  # [T] -> [2]: mean next-token probability and one last-position prob
+        probs = jax.nn.softmax(jnp.tanh(p["embed"][tokens] @ p["w"]) @ p["embed"].T, axis=-1)
+        mean = jnp.mean(jnp.take_along_axis(probs[:-1], tokens[1:, None], axis=-1))
+        return jnp.stack([mean, probs[-1, 3]])
+
+    return f, params
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize(
+    ("vocab", "width", "length", "gram"), [(50, 8, 6, False), (50, 40, 3, True)]
+)
+def test_tied_embedding_cross_terms(monkeypatch, dtype, vocab, width, length, gram):
+    """A leaf gathered and used as a dot_general: ||g_gather + g_dot||^2 with its cross term, in
+    Gram form where that costs fewer FLOPs than the materialised gradient, else materialised."""
+    taken = []
+    multi = norms._multi_sq
+    monkeypatch.setattr(
+        norms, "_multi_sq", lambda *a, **kw: taken.append(out := multi(*a, **kw)) or out
+    )
+    with jax.enable_x64(dtype == jnp.float64):
+        f, params = _tied_decoder(vocab, width, dtype)
+        tokens = jax.random.randint(jax.random.key(3), (5, length), 0, vocab).at[0, :3].set(7)
+        got = gnuq.engine.squared_norms(f, params, tokens)
+        ref = estimators._vmap_sq_norms(f, params, tokens, 16)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert taken and all((t is not None) == gram for t in taken)
+
+
+def test_squeezed_evaluation_keeps_values_and_gradients():
+    """Reductions, broadcasts and broadcasting elementwise ops over size-1 axes, bound squeezed."""
+
+    def f(x, s):  # x [1, 5, 1], s [1, 1, 1]: a per-row normalisation of a batch of one
+        mu = jnp.mean(x, axis=(1, 2), keepdims=True)
+        y = (x - mu) * s / jnp.max(x, axis=1, keepdims=True)
+        return jnp.sum(jnp.broadcast_to(y, (1, 5, 3)) ** 2, axis=(0, 2))
+
+    x = jax.random.normal(KEY, (4, 1, 5, 1))
+    s = jnp.full((1, 1, 1), 1.5)
+    got = jax.vmap(squeeze.squeezed(f), in_axes=(0, None))(x, s)
+    np.testing.assert_allclose(got, jax.vmap(f, in_axes=(0, None))(x, s), rtol=1e-6)
+    grad = lambda g: jax.grad(lambda xx: jnp.sum(jax.vmap(g, in_axes=(0, None))(xx, s)))(x)  # noqa: E731
+    np.testing.assert_allclose(grad(squeeze.squeezed(f)), grad(f), rtol=1e-5)
 
 
 # --- models that mix examples: never a per-example identity ------------------------------------

@@ -19,10 +19,15 @@ delta without forming a per-example gradient where a linear form exists:
               or the materialised g (T I J FLOPs), whichever is cheaper;
 - an embedding ``gather`` of rows ``ids``: ||g||^2 = sum_{t,s} [id_t = id_s] (delta_t . delta_s)
   (Gram) or the scattered rows, whichever is cheaper;
+- a 2-D leaf used more than once through these forms (the tied embedding/output matrix of an
+  LLM: gathered rows and the output projection): each use's gradient is sum_p L_p R_p^T (L one-hot
+  rows or an activation, R a delta, or the other way round), and the cross terms stay:
+      ||sum_u g_u||^2 = sum_{u,v} sum_{p,q} (L_up . L_vq)(R_up . R_vq)
+  (T^2 (d_in + d_out) FLOPs per pair of uses instead of T d_in d_out), or the materialised g,
+  whichever is cheaper;
 - any other linear use (a broadcast bias add, a LayerNorm/RMSNorm scale, a slice of a position
-  table, a leaf used more than once, e.g. the tied embedding/output matrix of an LLM): the
-  per-example gradient g = sum_uses op_u^T(delta_u) is materialised and squared. Summing over uses
-  keeps the cross-terms: ||sum_u g_u||^2 != sum_u ||g_u||^2.
+  table, a leaf used more than once otherwise): the per-example gradient
+  g = sum_uses op_u^T(delta_u) is materialised and squared (the sum keeps the cross terms).
 
 A leaf scanned over by ``lax.scan`` (stacked layers) is sliced disjointly per iteration, so its
 squared norm is the sum over iterations of each slice's. Every leaf the engine cannot prove it
@@ -45,6 +50,7 @@ from jax import lax
 
 from gnuq.chunking import chunked_map
 from gnuq.engine.norms import fast_static, stacked_root_sq
+from gnuq.engine.squeeze import squeezed
 from gnuq.engine.trace import Analysis, Ctx, View, analyse, evaluate
 from gnuq.types import Array, Params
 
@@ -114,30 +120,40 @@ def _engine_chunk(
         outs, _ = evaluate(closed.jaxpr, closed.consts, [*leaves, *ex], infos, ctx)
         return outs[0], ctx.acts
 
-    taps = {
-        u.tap: jnp.zeros((n, *plan.stacks[u.tap], *u.out_aval.shape), u.out_aval.dtype)
-        for u in live
-    }
-    pred, vjp_fn, acts = jax.vjp(lambda t: jax.vmap(tapped)(ex_leaves, t), taps, has_aux=True)
-    basis = jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, n, k))
-    (deltas,) = jax.vmap(vjp_fn)(basis)  # tap -> [K, n, *stack, *out]
-
-    def combine(scaled: bool) -> Array:
-        total = jnp.zeros((n, k), pred.dtype)
+    def passes(scaled: bool) -> tuple[Array, Array]:
+        taps = {
+            u.tap: jnp.zeros((n, *plan.stacks[u.tap], *u.out_aval.shape), u.out_aval.dtype)
+            for u in live
+        }
+        pred, vjp_fn, acts = jax.vjp(lambda t: jax.vmap(tapped)(ex_leaves, t), taps, has_aux=True)
+        basis = jnp.broadcast_to(jnp.eye(k, dtype=pred.dtype)[:, None, :], (k, n, k))
+        (deltas,) = jax.vmap(vjp_fn)(basis)  # tap -> [K, n, *stack, *out]
+        total = jnp.zeros((k, n), pred.dtype)
         for r in roots:
             if not uses[r]:
                 continue
             depth = len(plan.roots[r][1])
             a = {u.tap: acts[u.tap] for u in uses[r]}
             d = {u.tap: deltas[u.tap] for u in uses[r]}
-            per = functools.partial(stacked_root_sq, uses[r], depth=depth, scaled=scaled)
-            total = total + jax.vmap(per, in_axes=(0, 1))(a, d)
-        return total
+            per = functools.partial(stacked_root_sq, uses[r], depth=depth, scaled=scaled, k=k)
+
+            def one(a_n, d_nk, per=per):
+                return per(a_n, jax.tree.map(lambda x: x[None], d_nk))[0]
+
+            # outputs outermost: the deltas stay [K, n, ...] as the backward pass wrote them
+            # (vmap over n at axis 1 would transpose every delta), and what does not depend on
+            # the output (a Gram matrix of activations) is still computed once per example
+            total = total + jax.vmap(jax.vmap(squeezed(one)), in_axes=(None, 0))(a, d)
+        return total.T, pred
 
     # activations beyond ~1e19 overflow float32 when squared although the gradient norm may be
-    # finite (tanh saturates: 0): only then recompute with every factor scaled by its max |.|
-    total = combine(scaled=False)
-    return lax.cond(jnp.all(jnp.isfinite(total)), lambda: total, lambda: combine(scaled=True)), pred
+    # finite (tanh saturates: 0): only then recompute with every factor scaled by its max |.|.
+    # The recomputation repeats the passes, so that the branch takes only the examples: a branch
+    # taking the deltas made XLA copy them all, which cost twice the passes themselves
+    total, pred = passes(scaled=False)
+    return lax.cond(
+        jnp.all(jnp.isfinite(total)), lambda: (total, pred), lambda: passes(scaled=True)
+    )
 
 
 def _fallback(f: Callable, leaves: list, treedef, examples, others: list[int], chunk: int):

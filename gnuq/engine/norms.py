@@ -28,10 +28,12 @@ def _max_abs(a: Array, axes, scaled: bool) -> Array:
     return jnp.where(m > 0, m, 1.0).astype(a.dtype)
 
 
-def outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
+def outer_sq(A: Array, D: Array, scaled: bool = False, k: int | None = None) -> Array:
     """``[K]`` squared norms of g_k = sum_{b,t} A_bt D_kbt^T (``A [B, T, I]``, ``D [K, B, T, J]``):
-    the outer product for T = 1, else the Gram form or the materialised g, whichever is cheaper."""
-    k, _, t, j = D.shape
+    the outer product for T = 1, else the Gram form or the materialised g, whichever is cheaper
+    for ``k`` outputs (default K; more where the caller vmaps over outputs)."""
+    _, _, t, j = D.shape
+    k = k or D.shape[0]
     i = A.shape[2]
     sa = _max_abs(A, None, scaled)
     sd = _max_abs(D, (1, 2, 3), scaled)
@@ -53,8 +55,10 @@ def outer_sq(A: Array, D: Array, scaled: bool = False) -> Array:
     return _scaled_sq(core, sa * sd)
 
 
-def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
-    """``dot_general`` with the parameter at ``use.pos`` and the activation ``a`` opposite."""
+def _dot_factors(use: Use, a: Array, d: Array) -> tuple[Array, Array]:
+    """``A [B, T, I]`` and ``D [K, B, T, J]`` of a ``dot_general`` with the parameter at
+    ``use.pos`` and the activation ``a`` opposite: the view's gradient is sum_t A_bt D_kbt^T
+    (I: the view's contracting axes, J: its free axes)."""
     (lc, rc), (lb, rb) = use.params["dimension_numbers"]
     ac, ab = (lc, lb) if use.pos == 1 else (rc, rb)
     af = [ax for ax in range(a.ndim) if ax not in ac and ax not in ab]
@@ -65,10 +69,14 @@ def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
         nb, nw = len(lb), use.avals[0].ndim - len(lb) - len(lc)
         order = (*range(nb), *range(nb + nw, d.ndim - 1), *range(nb, nb + nw))
         d = jnp.transpose(d, (0, *(1 + o for o in order)))
-    return outer_sq(A, d.reshape(d.shape[0], B, T, -1), scaled)
+    return A, d.reshape(d.shape[0], B, T, -1)
 
 
-def _conv_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
+def _dot_general_sq(use: Use, a: Array, d: Array, scaled: bool, k: int) -> Array:
+    return outer_sq(*_dot_factors(use, a, d), scaled, k)
+
+
+def _conv_sq(use: Use, a: Array, d: Array, scaled: bool, k: int) -> Array:
     """A convolution's kernel: image patches of ``a`` are the activation of a ``dot_general``."""
     p = use.params
     dn = p["dimension_numbers"]
@@ -80,7 +88,7 @@ def _conv_sq(use: Use, a: Array, d: Array, scaled: bool) -> Array:
     A = jnp.moveaxis(patches, feature, -1)
     D = jnp.moveaxis(d, 1 + feature, -1)
     A, D = A.reshape(1, -1, A.shape[-1]), D.reshape(D.shape[0], 1, -1, D.shape[-1])
-    return outer_sq(A, D, scaled)
+    return outer_sq(A, D, scaled, k)
 
 
 def _conv_fast(use: Use) -> bool:
@@ -109,14 +117,20 @@ def _gather_fast(use: Use) -> bool:
     )
 
 
-def _gather_sq(use: Use, idx: Array, d: Array, scaled: bool) -> Array:
-    """``sum_{t,s} [id_t = id_s] (delta_t . delta_s)`` (Gram) or the scattered rows."""
+def _gather_rows(use: Use, idx: Array, d: Array) -> tuple[Array, Array]:
+    """``ids [T]`` and ``D [K, T, width]``: the gradient's row ids_t receives D_kt."""
     v, width = use.avals[0].shape
     ids = idx.reshape(-1)
     D = d.reshape(d.shape[0], -1, width)
     if use.params["mode"] == lax.GatherScatterMode.FILL_OR_DROP:  # out of range: no gradient
         D = D * ((ids >= 0) & (ids < v)).astype(D.dtype)[None, :, None]
-    ids = jnp.clip(ids, 0, v - 1)
+    return jnp.clip(ids, 0, v - 1), D
+
+
+def _gather_sq(use: Use, idx: Array, d: Array, scaled: bool) -> Array:
+    """``sum_{t,s} [id_t = id_s] (delta_t . delta_s)`` (Gram) or the scattered rows."""
+    v, width = use.avals[0].shape
+    ids, D = _gather_rows(use, idx, d)
     t = ids.shape[0]
     sd = _max_abs(D, (1, 2), scaled)
     D = D / sd[:, None, None]
@@ -171,7 +185,7 @@ def _elementwise_sq(use: Use, acts: list, d: Array, axes: tuple, scaled: bool) -
     return _scaled_sq(jnp.sum((g / s[:, None]) ** 2, axis=1), s)
 
 
-def _fast_sq(use: Use, acts: list, d: Array, scaled: bool) -> Array | None:
+def _fast_sq(use: Use, acts: list, d: Array, scaled: bool, k: int) -> Array | None:
     """``[K]`` squared norms of a single-use root through a linear form, or None."""
     name = use.prim.name
     if name in ELEMENTWISE:
@@ -180,9 +194,9 @@ def _fast_sq(use: Use, acts: list, d: Array, scaled: bool) -> Array | None:
     if not use.bijective:
         return None
     if name == "dot_general":
-        return _dot_general_sq(use, acts[0], d, scaled)
+        return _dot_general_sq(use, acts[0], d, scaled, k)
     if name == "conv_general_dilated" and _conv_fast(use):
-        return _conv_sq(use, acts[0], d, scaled)
+        return _conv_sq(use, acts[0], d, scaled, k)
     if name == "gather" and _gather_fast(use):
         return _gather_sq(use, acts[0], d, scaled)
     return None
@@ -215,13 +229,99 @@ def _use_grad(use: Use, acts: list, delta: Array) -> Array:
     return chain_t(op_t(delta)[0])[0]
 
 
-def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array:
+# chain links through which a 2-D root's gradient is the view's, element for element
+_SAME = {"convert_element_type", "copy", "copy_p", "reduce_precision"}
+
+
+def _factors(use: Use, acts: list, d: Array) -> tuple | None:
+    """The use's gradient in the root's orientation as sum_p L_p R_p^T: ``(L, R)``, each
+    ``[K or 1, P, dim]`` or ``ids [P]`` (one-hot rows of a gather); None where no such form."""
+    if not use.bijective or len(use.root_aval.shape) != 2:
+        return None
+    flipped = False
+    for prim, params in use.chain:
+        if prim.name == "transpose" and tuple(params["permutation"]) == (1, 0):
+            flipped = not flipped
+        elif prim.name not in _SAME:
+            return None
+    if use.prim.name == "gather" and _gather_fast(use):
+        pair = _gather_rows(use, acts[0], d)
+    elif use.prim.name == "dot_general" and len(use.avals[use.pos].shape) == 2:
+        (lc, rc), (lb, rb) = use.params["dimension_numbers"]
+        vc, vb = (rc, rb) if use.pos == 1 else (lc, lb)
+        if vb or len(vc) != 1:
+            return None
+        A, D = _dot_factors(use, acts[0], d)
+        A, D = A[0][None], D[:, 0]  # B = 1: [1, T, I], [K, T, J]
+        pair = (A, D) if vc[0] == 0 else (D, A)
+    else:
+        return None
+    return pair[::-1] if flipped else pair
+
+
+def _side_gram(x: Array, y: Array, dtype) -> Array:
+    """``[K or 1, P, Q]`` inner products x_p . y_q of two sides (ids: one-hot rows)."""
+    if x.ndim == 1 and y.ndim == 1:
+        return (x[:, None] == y[None, :]).astype(dtype)[None]
+    if x.ndim == 1:
+        return jnp.swapaxes(jnp.take(y, x, axis=2), 1, 2)
+    if y.ndim == 1:
+        return jnp.take(x, y, axis=2)
+    return jnp.matmul(x, jnp.swapaxes(y, 1, 2), precision=_HIGHEST)
+
+
+def _multi_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array | None:
+    """``[K]`` ||sum_u g_u||^2 = sum_{u,v} <g_u, g_v> of a 2-D root used several times (a tied
+    embedding: gathered rows and an output projection), each <g_u, g_v> in Gram form
+    sum_{p,q} (L_up . L_vq)(R_up . R_vq), never forming g; None where a use has no factors or
+    materialising the gradient costs fewer FLOPs."""
+    facs = [_factors(u, acts[u.tap], deltas[u.tap]) for u in uses]
+    if any(f is None for f in facs):
+        return None
+    rows, cols = uses[0].root_aval.shape
+    size = lambda x: x.shape[-2] if x.ndim == 3 else x.shape[0]  # noqa: E731
+    width = lambda x, y: x.shape[-1] if x.ndim == 3 and y.ndim == 3 else 1  # noqa: E731
+    gram = sum(
+        size(lu) * size(lv) * (width(lu, lv) + width(ru, rv)) for lu, ru in facs for lv, rv in facs
+    )
+    materialise = rows * cols + sum(
+        size(lu) * (rows if lu.ndim == 3 else 1) * (cols if ru.ndim == 3 else 1) for lu, ru in facs
+    )
+    if gram > materialise:
+        return None
+    dtype = deltas[uses[0].tap].dtype
+    sides, scales = [], []
+    for pair in facs:
+        s = jnp.ones((1,), dtype)
+        normed = []
+        for x in pair:
+            if x.ndim == 3:
+                m = _max_abs(x, (1, 2), scaled)
+                x, s = x / m[:, None, None], s * m
+            normed.append(x)
+        sides.append(normed)
+        scales.append(s)
+    top = jnp.max(jnp.stack(jnp.broadcast_arrays(*scales)), axis=0)
+    w = [s / top for s in scales]
+    core = jnp.zeros(deltas[uses[0].tap].shape[:1], dtype)
+    for u, (lu, ru) in enumerate(sides):
+        for v in range(u, len(sides)):
+            lv, rv = sides[v]
+            term = jnp.sum(_side_gram(lu, lv, dtype) * _side_gram(ru, rv, dtype), axis=(1, 2))
+            core = core + (1 if u == v else 2) * w[u] * w[v] * term
+    return _scaled_sq(core, top)
+
+
+def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool, k: int) -> Array:
     """``[K]`` squared norm of one root's gradient for one example and scan iteration:
     acts[tap] its activations, deltas[tap] ``[K, *out]``."""
-    if len(uses) == 1:
-        fast = _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled)
-        if fast is not None:
-            return fast
+    fast = (
+        _fast_sq(uses[0], acts[uses[0].tap], deltas[uses[0].tap], scaled, k)
+        if len(uses) == 1
+        else _multi_sq(uses, acts, deltas, scaled)
+    )
+    if fast is not None:
+        return fast
 
     def one(ds: dict) -> Array:
         g = sum(_use_grad(u, acts[u.tap], ds[u.tap]) for u in uses)
@@ -231,12 +331,15 @@ def _root_sq(uses: list[Use], acts: dict, deltas: dict, scaled: bool) -> Array:
     return jax.vmap(one)(deltas)
 
 
-def stacked_root_sq(uses: list[Use], acts: dict, deltas: dict, depth: int, scaled: bool) -> Array:
-    """``_root_sq`` summed over ``depth`` leading scan axes (acts: axis 0, deltas: axis 1)."""
+def stacked_root_sq(
+    uses: list[Use], acts: dict, deltas: dict, depth: int, scaled: bool, k: int
+) -> Array:
+    """``_root_sq`` summed over ``depth`` leading scan axes (acts: axis 0, deltas: axis 1) for
+    one example; ``k`` outputs in all (deltas may hold fewer where the caller vmaps)."""
     if depth == 0:
-        return _root_sq(uses, acts, deltas, scaled)
+        return _root_sq(uses, acts, deltas, scaled, k)
     per = jax.vmap(
-        lambda a, d: stacked_root_sq(uses, a, d, depth - 1, scaled), in_axes=(0, 1), out_axes=0
+        lambda a, d: stacked_root_sq(uses, a, d, depth - 1, scaled, k), in_axes=(0, 1), out_axes=0
     )(acts, deltas)
     return jnp.sum(per, axis=0)
 

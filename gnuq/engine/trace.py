@@ -13,6 +13,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import ClosedJaxpr, Literal
 
+from gnuq.engine import squeeze
 from gnuq.types import Params
 
 # unary, input-independent linear maps: a view of a parameter stays a view through them
@@ -137,7 +138,7 @@ def evaluate(jaxpr, consts, args, infos, ctx: Ctx) -> tuple[list, list]:
         name = eqn.primitive.name
         outinfo = [None] * len(eqn.outvars)
         if not views:
-            outs = _bind(eqn, invals)
+            outs = squeeze.bind(eqn, invals)
         elif name in _INLINE:  # a call: evaluate its body here, so that its uses get taps
             sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
             inner, consts_ = (sub.jaxpr, sub.consts) if isinstance(sub, ClosedJaxpr) else (sub, [])
@@ -145,7 +146,7 @@ def evaluate(jaxpr, consts, args, infos, ctx: Ctx) -> tuple[list, list]:
         elif name == "scan":
             outs = _scan(eqn, invals, ins, ctx)
         elif name in _VIEWS and len(eqn.invars) == 1:
-            outs = _bind(eqn, invals)
+            outs = squeeze.bind(eqn, invals)
             i = ins[0]
             same_size = math.prod(np.shape(outs[0])) == math.prod(np.shape(invals[0]))
             bij = i.bijective and (name in BIJECTIVE or (name == "broadcast_in_dim" and same_size))
@@ -155,17 +156,11 @@ def evaluate(jaxpr, consts, args, infos, ctx: Ctx) -> tuple[list, list]:
         else:  # a use the engine cannot serve: those leaves go to vmap(jacrev)
             for i in ins:
                 ctx.bad(i)
-            outs = _bind(eqn, invals)
+            outs = squeeze.bind(eqn, invals)
         for v, val, i in zip(eqn.outvars, outs, outinfo, strict=True):
             env[v], info[v] = val, i
     outvals = [read(v) for v in jaxpr.outvars]
     return outvals, [None if isinstance(v, Literal) else info.get(v) for v in jaxpr.outvars]
-
-
-def _bind(eqn, invals) -> list:
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-    return list(out) if eqn.primitive.multiple_results else [out]
 
 
 def _linear_at(name: str, pos: int) -> bool:
@@ -192,7 +187,7 @@ def _operand_kinds(eqn, pos: int) -> tuple:
 
 def _linear_use(eqn, invals, ins, pos: int, ctx: Ctx) -> list:
     """A tapped linear use: record the activations, add the tap to the output."""
-    (out,) = _bind(eqn, invals)
+    (out,) = squeeze.bind(eqn, invals)
     tap = ctx.n_taps
     ctx.n_taps += 1
     kinds = _operand_kinds(eqn, pos)
