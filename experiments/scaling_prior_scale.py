@@ -41,7 +41,9 @@ def training_accuracy(cfg: scaling.Config, width: int, n_train: int, seed: int =
 
 
 def main() -> None:
-    base, _, _ = config.cli(scaling.Config, ROOT / "configs" / "scaling.toml", ["--profile", "paper"])
+    base, _, _ = config.cli(
+        scaling.Config, ROOT / "configs" / "scaling.toml", ["--profile", "paper"]
+    )
     header = ["N", "width", *(f"scale {s:g}" for s in SCALES)]
     body = []
     for n in N_TRAIN:
