@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from experiments import scaling, scaling_report
+from experiments.harness import agreement
 from experiments.harness.experiment import main
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
@@ -34,6 +35,15 @@ def test_smoke_profile_end_to_end(tmp_path):
     assert {r["n_params"] for r in data["records"]} == {12, 52}
     assert {r["class"] for r in data["records"]} == {0, 1, 2, 3, "overall"}
     assert all(-1 <= r["pearson"] <= 1 and -1 <= r["spearman"] <= 1 for r in data["records"])
+    # every correlation names its reference and region and carries its interval
+    assert {r["region"] for r in data["records"]} == {"data", "box"}
+    assert {r["reference"] for r in data["records"]} == {agreement.PAPER_REFERENCE}
+    for r in data["records"]:
+        for stat in ("pearson", "spearman"):
+            lo, hi = r[f"{stat}_ci"]
+            assert -1 <= lo <= hi <= 1
+    table = (out / "table10.md").read_text()
+    assert "| box |" in table and "| data |" in table and "95% interval" in table
     assert [d["status"] for d in data["diagnostics"]] == ["sampled", "sampled"]
     for name in ("table10", "table10_per_class", "diagnostics"):
         assert (out / f"{name}.md").exists() and (out / f"{name}.tex").exists()
@@ -68,7 +78,8 @@ def test_sizes_over_budget_are_reported_not_sampled(tmp_path):
     assert scaling_report.ACCELERATOR in (out / "table10.md").read_text()
 
 
-def _records(curve: dict[int, float], prior="isotropic", method="GN") -> list[dict]:
+def _records(curve: dict[int, float], prior="isotropic", method="GN", half=0.02) -> list[dict]:
+    """One seed's records of ``curve`` on both regions, each with an interval of +- ``half``."""
     return [
         {
             "prior": prior,
@@ -78,19 +89,25 @@ def _records(curve: dict[int, float], prior="isotropic", method="GN") -> list[di
             "seed": 0,
             "quantity": "epistemic",
             "class": "overall",
+            "region": region,
             "pearson": v,
             "spearman": v,
+            "pearson_ci": [v - half, v + half],
+            "spearman_ci": [v - half, v + half],
         }
         for k, v in curve.items()
+        for region in agreement.REGIONS
     ]
 
 
-def _claims(curve: dict[int, float], scaled: dict[int, float] | None = None) -> list[str]:
+def _claims(
+    curve: dict[int, float], scaled: dict[int, float] | None = None, half: float = 0.02
+) -> list[str]:
     cfg = scaling.Config(
         experiment="scaling", problem="rings4", widths=(), n_train=(100,), seeds=(0,),
         grid_resolution=8, priors=("isotropic",) if scaled is None else scaling.PRIORS,
     )  # fmt: skip
-    records = _records(curve)
+    records = _records(curve, half=half)
     for method in ("GN", scaling_report.PRIOR_METRIC) if scaled is not None else ():
         records += _records(scaled, "width_scaled", method)
     diagnostics = [
@@ -109,6 +126,10 @@ def test_claims_mark_a_u_shape_and_where_it_turns():
     falling = _claims({12: 0.9, 132: 0.7, 1284: 0.6, 17412: 0.5})
     assert all(line.startswith("- **fails**") for line in falling)
     assert _claims({12: 0.9, 132: 0.5})[0].startswith("- **untestable**")
+    # a recovery of 0.10: +- 0.05 intervals leave its interval [0.00, 0.20] across 0.05
+    small = {12: 0.9, 132: 0.5, 1284: 0.55, 17412: 0.6}
+    assert _claims(small, half=0.05)[0].startswith("- **inconclusive**")
+    assert _claims(small, half=0.02)[0].startswith("- **holds**")
 
 
 def test_the_prior_hypothesis_is_decided_from_both_curves():

@@ -27,6 +27,11 @@ def test_smoke_pipeline(text_assets):
     assert all(math.isfinite(v) and v > 0 for v in ratios.values())
     (test,) = [r for r in data["records"] if r["quantity"] == "log_ratio_test"]
     assert 0 <= test["p"] <= 1 and math.isfinite(test["cohens_d"])
+    (agree,) = [r for r in data["records"] if r["quantity"] == "identity_agreement"]
+    for stat in ("pearson", "spearman"):  # a bootstrap interval over the test documents
+        lo, hi = agree[f"{stat}_ci"]
+        assert -1 <= lo <= hi <= 1
+    assert agree["region"] == "test documents" and agree["reference"] == "I (all)"
     timing = next(r for r in data["records"] if r["quantity"] == "seconds")
     assert timing["n_head_params"] == 9 and timing["prior_precision"] == 2 * 6 * 0.01
     table = (out / "table4.md").read_text()

@@ -118,6 +118,28 @@ def every_agreement(
     return out
 
 
+def against_fixed(
+    arrays: dict[str, np.ndarray],
+    pairs: dict[tuple[str, str], tuple[str, str]],
+    name: str,
+    grid,
+    x_train,
+    resamples: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """``agreement/<name>/<region>/<quantity>/<method>`` arrays (as ``unit_agreements``) for
+    ``pairs`` ``{(quantity, method): (estimate key, reference key)}`` of ``arrays`` ``[G, K]``,
+    against a reference posterior whose draws are not at hand (a streamed reference keeps only
+    its moments): its map is held fixed, so the interval covers the grid's spatial sampling but
+    not the reference's Monte Carlo error."""
+    cells, masks = _cells_and_regions(grid, x_train)
+    out = {}
+    for (quantity, method), (estimate, reference) in pairs.items():
+        args = (cells, masks, resamples, seed)
+        out |= _compare(arrays, [(method, estimate)], None, quantity, name, reference, *args)
+    return out
+
+
 def _agreements(
     task, arrays, sampled, name, cells, masks, resamples: int, seed: int, pairs: bool = True
 ) -> dict[str, np.ndarray]:
@@ -145,9 +167,11 @@ def _compare(
     """``agreement/<tag>/<region>/<quantity>/<method>`` of every ``(method, array key)`` in
     ``compared`` against the reference ``sampled`` (``against`` None) or the fixed
     ``arrays[against]``."""
-    values, replicas = sampled
-    ref = values[quantity] if against is None else arrays[against]
-    reps = replicas[quantity] if against is None else None
+    if against is None:
+        values, replicas = sampled
+        ref, reps = values[quantity], replicas[quantity]
+    else:
+        ref, reps = arrays[against], None
     out = {}
     for region, mask in masks.items():
         tables = _rows(
