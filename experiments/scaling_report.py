@@ -12,7 +12,7 @@ import numpy as np
 
 from experiments.harness import agreement, claims, plots, report
 from experiments.harness.paper_values import paper_value
-from gnuq import models, stats
+from gnuq import models
 
 PRIOR_METRIC = "GN (prior metric)"
 # GN: the paper's, identity covariance in the weights; GN (prior metric): identity in the
