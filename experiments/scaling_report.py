@@ -332,7 +332,7 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
     fig.suptitle(
         f"Scaling sweep, 4-class rings ({profile}), whole box: mean over seeds, bars 95% "
-        f"intervals (one seed: its spatial bootstrap); solid N(0, I), "
+        f"intervals (one seed: its spatial bootstrap)\nsolid N(0, I), "
         f"dashed width-scaled (N(0, {cfg.prior_scale:g}² / fan-in))",
         fontsize=10,
     )
