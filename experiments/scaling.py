@@ -49,10 +49,12 @@ CODE = (  # what a unit computes with: a change to it recomputes
 PRIORS = scaling_report.PRIORS_ORDER
 # what a stored reference depends on beside its settings: the sampler, the MAP it starts from
 # and the model; not the library versions (a reference sampled under another jax is a sample of
-# the same posterior, as one sampled on another CPU is), so a committed store outlives upgrades
+# the same posterior, as one sampled on another CPU is), so a committed store outlives upgrades;
+# this module by name, not __name__: a run as a script (__main__) and an import (make reproduce)
+# must find the same references
 REFERENCE_CODE = cache.code_version(
     "gnuq.baselines.mcmc_resumable:reference", "gnuq.train:fit_map", "gnuq.models",
-    "gnuq.priors", "gnuq.problems", f"{__name__}:prior_model", libraries=(),
+    "gnuq.priors", "gnuq.problems", "experiments.scaling:prior_model", libraries=(),
 )  # fmt: skip
 
 
@@ -82,10 +84,12 @@ class Config:
 # one (prior, width, N, seed)
 
 
-def prior_model(cfg: Config, prior: str, key, widths: tuple[int, ...], problem):
+def prior_model(cfg, prior: str, key, widths: tuple[int, ...], problem):
     """The network in the coordinates where its prior is N(0, I / prior_precision), with its
     initial params there; the network in the paper's weights; the map from the first's params to
-    the second's (identity for ``isotropic``)."""
+    the second's (identity for ``isotropic``). ``cfg``: a ``Config``, deliberately not annotated
+    as one: ``REFERENCE_CODE`` follows every name this definition uses, and a new ``Config``
+    field must not invalidate the stored references."""
     model = models.mlp(key, problem.input_dim, widths, problem.num_classes, cfg.activation)
     if prior == "isotropic":
         return model, model.apply, lambda params: params
@@ -198,7 +202,8 @@ def run_unit(cfg: Config, item: tuple[str, int, int], seed: int, log, store: pat
 
 
 def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: int = 20) -> float:
-    """Median wall-clock of one gradient of the potential (what every leapfrog step costs)."""
+    """Wall-clock of one gradient of the potential (what every leapfrog step costs): the
+    fastest of ``repeats``, the one least disturbed by other work on the machine."""
     grad = jax.jit(jax.grad(train.neg_log_posterior(apply_fn, lik, prior_precision)))
     jax.block_until_ready(grad(params, x, y))  # compile
     times = []
@@ -206,7 +211,7 @@ def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: 
         start = time.perf_counter()
         jax.block_until_ready(grad(params, x, y))
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.min(times))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +256,8 @@ EXPERIMENT = Experiment(
     ),
     check=check,
     description=__doc__.split("\n\n")[0],
+    # a size judged too slow may have been timed under load: the next run times it again
+    cacheable=lambda arrays: bool(arrays["sampled"]),
 )
 
 if __name__ == "__main__":

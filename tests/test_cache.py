@@ -163,3 +163,12 @@ def test_cached_reference_reloads_and_recovers_from_a_corrupt_file(tmp_path, mon
             recovered = run()
     np.testing.assert_array_equal(recovered.epistemic, first.epistemic)
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_result_refused_by_cacheable_is_returned_not_stored(tmp_path):
+    path = tmp_path / "entry.npz"
+    result = {"sampled": np.asarray(False)}
+    arrays = cache.load_or_compute(path, lambda: result, lambda a: bool(a["sampled"]))
+    assert not arrays["sampled"] and not path.exists()
+    cache.load_or_compute(path, lambda: {"sampled": np.asarray(True)}, lambda a: bool(a["sampled"]))
+    assert path.exists()

@@ -180,13 +180,17 @@ def _feed(digest, obj: Any) -> None:
 
 
 def load_or_compute(
-    path: str | pathlib.Path, compute: Callable[[], dict[str, np.ndarray]]
+    path: str | pathlib.Path,
+    compute: Callable[[], dict[str, np.ndarray]],
+    cacheable: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True,
 ) -> dict[str, np.ndarray]:
-    """Return the arrays stored at ``path``, or ``compute()`` them and store them atomically."""
+    """Return the arrays stored at ``path``, or ``compute()`` them and store them atomically
+    (unless ``cacheable`` refuses them)."""
     arrays = load(path)
     if arrays is None:
         arrays = {k: np.asarray(v) for k, v in compute().items()}
-        checkpoint.save(path, arrays | {_KEYS: np.asarray(sorted(arrays))})
+        if cacheable(arrays):
+            checkpoint.save(path, arrays | {_KEYS: np.asarray(sorted(arrays))})
     return arrays
 
 

@@ -49,6 +49,9 @@ class Experiment:
     unit_settings: Callable[[Any], Any]
     check: Callable[[Any], None] = lambda cfg: None  # refuse settings that cannot work
     description: str = ""
+    # whether a unit's result may be cached: False for one that reflects this machine's state
+    # at the time (a size judged too slow to sample here), which the next run decides again
+    cacheable: Callable[[dict], bool] = lambda arrays: True
 
     def output_name(self, cfg) -> str:
         return getattr(cfg, "experiment", self.name)
@@ -80,6 +83,7 @@ def main(
         key_base,
         compute,
         run_missing=getattr(cfg, "run_missing", True),
+        cacheable=experiment.cacheable,
     )
     claims = publish(out, lambda scratch: experiment.render(cfg, profile, units, scratch))
     print("\n".join(claims[2:]))
