@@ -430,8 +430,9 @@ def _u_claim(cfg, passing, prior: str, method: str, region: str) -> tuple[str, s
             turns.append(u if 0.2 <= ratio <= 5 else claims.FAILS)
             u_text.append(f"{prefix}: {evidence}")
             turn_text.append(f"{prefix}: params / N = {ratio:.2g} at the minimum")
-    missing = f"; not testable: {'; '.join(untestable)}" if untestable else ""
-    return _verdict(u_shapes), _verdict(turns), "; ".join(u_text) + missing, "; ".join(turn_text)
+    missing = [f"not testable: {'; '.join(untestable)}"] if untestable else []
+    u_evidence = "; ".join(u_text + missing)
+    return _verdict(u_shapes), _verdict(turns), u_evidence, "; ".join(turn_text) or "no U tested"
 
 
 def _verdict(verdicts: list[str]) -> str:
