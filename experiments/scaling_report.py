@@ -49,7 +49,12 @@ def unit_records(cfg, prior: str, width: int, seed: int, a: dict) -> list[dict]:
     sampled unit."""
     if not bool(a["sampled"]):
         return []
-    base = {
+    return agreement.records(a, _unit_fields(cfg, prior, width, seed, a))
+
+
+def _unit_fields(cfg, prior: str, width: int, seed: int, a: dict) -> dict:
+    """What names a unit in its records and its diagnostics row."""
+    return {
         "problem": cfg.problem,
         "model": model_name(width),
         "prior": prior,
@@ -57,17 +62,10 @@ def unit_records(cfg, prior: str, width: int, seed: int, a: dict) -> list[dict]:
         "n_train": int(a["n_train"]),
         "seed": seed,
     }
-    return agreement.records(a, base)
 
 
 def diagnostics_row(cfg, prior: str, width: int, seed: int, a: dict) -> dict:
-    row = {
-        "problem": cfg.problem,
-        "model": model_name(width),
-        "prior": prior,
-        "n_params": int(a["n_params"]),
-        "n_train": int(a["n_train"]),
-        "seed": seed,
+    row = _unit_fields(cfg, prior, width, seed, a) | {
         "seconds_per_gradient": float(a["seconds_per_gradient"]),
         "bound_hours_per_chain": float(a["bound_hours_per_chain"]),
     }
@@ -418,10 +416,10 @@ def _u_claim(cfg, passing, prior: str, method: str, region: str) -> tuple[str, s
                 continue
             means = [claims.seed_mean_interval(v, stat)[0] for _, v in points]
             low = int(np.argmin(means))
-            (small, _), (large, largest) = points[low], points[-1]
+            (small, lowest), (large, largest) = points[low], points[-1]
             if 0 < low < len(points) - 1:
                 u, evidence = claims.difference_evidence(
-                    f"largest ({large}) - min ({small})", largest, points[low][1], stat, 0.05
+                    f"largest ({large}) - min ({small})", largest, lowest, stat, 0.05
                 )
             else:
                 u, evidence = claims.FAILS, f"min {means[low]:.2f} at the end ({small})"
