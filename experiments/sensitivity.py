@@ -87,6 +87,7 @@ class Config:
     la_samples: int = 200
     bootstrap_resamples: int = 500
     run_missing: bool = True  # false: render from the cached units only
+    unit_store: str = ""  # finished units go here (committed) instead of results/
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """The shape every experiment shares: where outputs go, a failed run that leaves them intact,
 settings refused before anything is computed, and a command line that documents itself."""
 
+import dataclasses
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import classification, proxy_bias, regression, scaling
 from experiments.harness import config, methods
-from experiments.harness.experiment import main, output_dir, publish
+from experiments.harness.experiment import Experiment, main, output_dir, publish
 
 
 def test_a_failed_rendering_leaves_the_previous_outputs(tmp_path):
@@ -88,6 +91,39 @@ def test_settings_that_cannot_work_are_refused_before_any_computation(
     with pytest.raises(config.ConfigError, match=message):
         main(experiment, ["--profile", "smoke", "--set", setting], root=tmp_path)
     assert not (tmp_path / "results").exists()  # nothing computed, nothing cached
+
+
+@dataclasses.dataclass(frozen=True)
+class _Toy:
+    seeds: tuple[int, ...]
+    unit_store: str = ""
+
+
+def test_a_unit_store_keeps_finished_units_where_a_fresh_clone_finds_them(tmp_path):
+    """A config's ``unit_store`` (a committed folder) replaces ``results/`` as the units' cache,
+    so a paper run resumes from a clone that has no ``results/``."""
+    calls = []
+
+    def compute(cfg, item, seed, ctx):
+        calls.append(seed)
+        return {"value": np.asarray(10.0 * seed + item)}
+
+    toy = Experiment(
+        name="toy", schema=_Toy, config_file="toy.toml",
+        units=lambda cfg: [("a", 1.0)], compute=compute,
+        render=lambda cfg, profile, units, out: ["", "", str(sorted(units))],
+        code=(), unit_settings=lambda cfg: "toy",
+    )  # fmt: skip
+    toml = tmp_path / "toy.toml"
+    toml.write_text('seeds = [0, 1]\nunit_store = "figures/paper/toy/units"\n[profiles.quick]\n')
+    argv = ["--config", str(toml), "--out", str(tmp_path / "out")]
+    assert main(toy, argv, root=tmp_path) == 0
+    assert calls == [0, 1]
+    stored = sorted(p.name for p in (tmp_path / "figures/paper/toy/units").iterdir())
+    assert len(stored) == 2 and not (tmp_path / "results" / "quick" / "toy").exists()
+    shutil.rmtree(tmp_path / "results", ignore_errors=True)  # a fresh clone
+    assert main(toy, argv, root=tmp_path) == 0
+    assert calls == [0, 1]  # both read back, none recomputed
 
 
 def test_help_lists_every_config_key_with_its_type_and_default(capsys):

@@ -5,7 +5,9 @@ An ``Experiment`` names its config schema and file, lists its units (a name and 
 problem, for every seed), computes one unit (``compute(cfg, item, seed, ctx) -> arrays``) and
 renders tables, figures and claims from all of them. ``main`` is the command line of every
 experiment: it reads the config, computes or loads each unit (cached under ``results/`` by a key
-that names the unit's settings, item, seed and the code of ``code``), renders into a scratch
+that names the unit's settings, item, seed and the code of ``code``; or, where the config names
+a ``unit_store``, in that folder of the checkout, committed, so that a long run resumes from a
+fresh clone), renders into a scratch
 folder and only then publishes the files into the output folder, so a run that fails leaves the
 previous outputs as they were.
 """
@@ -75,11 +77,12 @@ def main(
     def compute(item, seed, log, key):
         return experiment.compute(cfg, item, seed, Context(log, root / "results", work, key))
 
+    store = getattr(cfg, "unit_store", "")
     units = run_units(
         f"{name} {profile}",
         experiment.units(cfg),
         cfg.seeds,
-        work,
+        root / store if store else work,
         key_base,
         compute,
         run_missing=getattr(cfg, "run_missing", True),
