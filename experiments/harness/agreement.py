@@ -133,9 +133,9 @@ def against_fixed(
     its moments): its map is held fixed, so the interval covers the grid's spatial sampling but
     not the reference's Monte Carlo error."""
     cells, masks = _cells_and_regions(grid, x_train)
+    args = (cells, masks, resamples, seed)
     out = {}
     for (quantity, method), (estimate, reference) in pairs.items():
-        args = (cells, masks, resamples, seed)
         out |= _compare(arrays, [(method, estimate)], None, quantity, name, reference, *args)
     return out
 
@@ -145,13 +145,13 @@ def _agreements(
 ) -> dict[str, np.ndarray]:
     """``unit_agreements`` on a reference's ``_reference`` values and replicates."""
     values, replicas = sampled
+    args = (cells, masks, resamples, seed)
     out = {}
     for quantity in methods.QUANTITIES:
         rows = methods.comparisons(task, quantity)
         if not rows:
             continue
         out[f"mcse/{name}/{quantity}"] = _mcse(values[quantity], replicas[quantity])
-        args = (cells, masks, resamples, seed)
         out |= _compare(arrays, [(m, a) for m, a, b in rows if b == "reference"], sampled,
                         quantity, name, None, *args)  # fmt: skip
         if pairs:  # each pair against its other method, the paper's estimator as "estimate"
