@@ -26,7 +26,9 @@ Writes ``figures/engine/engine.json`` and prints the table.
 """
 
 import argparse
+import functools
 import json
+import operator
 import pathlib
 import platform
 import subprocess
@@ -82,18 +84,12 @@ def cotangent_pass(loss, params, leaf: tuple):
     needs every layer's cotangent, and XLA drops the weight-gradient products nobody reads. The
     engine needs exactly these passes plus its norms, so this is its floor."""
 
-    def at(small):
-        p = jax.tree.map(lambda v: v, params)
-        node = p
-        for k in leaf[:-1]:
-            node = node[k]
-        node[leaf[-1]] = small
-        return loss(p)
+    def replaced(tree: dict, path: tuple, value):
+        head, *rest = path
+        return {**tree, head: replaced(tree[head], tuple(rest), value) if rest else value}
 
-    start = params
-    for k in leaf:
-        start = start[k]
-    return jax.jit(jax.grad(at)), start
+    grad = jax.jit(jax.grad(lambda small: loss(replaced(params, leaf, small))))
+    return grad, functools.reduce(operator.getitem, leaf, params)
 
 
 def sq_norms(apply, params, x, method, **kw):
