@@ -314,10 +314,15 @@ def remaining_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
         "estimate h / chain",
         "bound h / chain",
     ]
+    which = (
+        f"whose upper-bound cost exceeds max_hours_per_chain = {cfg.max_hours_per_chain:g} h per "
+        f"chain on this machine, so not sampled here"
+        if cfg.max_hours_per_chain > 0
+        else "(rendered with max_hours_per_chain = 0, which samples nothing)"
+    )
     caption = (
-        f"What remains: units with no stored reference whose upper-bound cost exceeds "
-        f"max_hours_per_chain = {cfg.max_hours_per_chain:g} h per chain on this machine, so not "
-        f"sampled here (one gradient of the potential timed, the fastest of 20). Estimate: that "
+        f"What remains: the units with no stored reference {which} (one gradient of the "
+        f"potential timed, the fastest of 20). Estimate: that "
         f"time x {steps} transitions x the most leapfrog steps per transition the same prior and "
         f"size took at another N (a larger N narrows the posterior and usually takes more); "
         f"bound: every transition at tree depth {cfg.mcmc.max_tree_depth}. Per chain: "
