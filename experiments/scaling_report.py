@@ -76,6 +76,7 @@ def diagnostics_row(cfg, prior: str, width: int, seed: int, a: dict) -> dict:
     return report.diagnostics_row(row, a) | {
         "status": "sampled",
         "map_train_accuracy": float(a["map_train_accuracy"]),
+        "map_grad_norm": float(a["map_grad_norm"]),
         "mean_tree_depth": float(a["mean_tree_depth"]),
         "sampling_seconds": float(a["sampling_seconds"]),
         "gradients": int(a["gradients"]),
@@ -237,6 +238,7 @@ def diagnostics_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
             d["n_train"],
             d["seed"],
             fmt(d, "map_train_accuracy", ".2f"),
+            fmt(d, "map_grad_norm", ".1e"),
             f"{d['seconds_per_gradient'] * 1e3:.3f}",
             fmt(d, "mean_tree_depth", ".1f"),
             fmt(d, "sampling_seconds", ".0f"),
@@ -255,6 +257,7 @@ def diagnostics_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
         "N",
         "seed",
         "MAP train acc.",
+        f"MAP ||grad U|| (tol {cfg.map.grad_tol:g})",
         "ms / gradient",
         "tree depth",
         "wall s (last run, with warm-up)",
