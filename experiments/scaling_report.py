@@ -287,23 +287,27 @@ def remaining_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
             key = (d["prior"], d["n_params"])
             taken = d["gradients"] / (cfg.mcmc.num_chains * steps)
             per_transition[key] = max(per_transition.get(key, 0.0), taken)
-    body = []
+    groups: dict[tuple, list[dict]] = {}  # the seeds of one prior, size and N
     for d in diagnostics:
-        if d["status"] != NOT_SAMPLED:
-            continue
-        taken = per_transition.get((d["prior"], d["n_params"]))
-        hours = None if taken is None else d["seconds_per_gradient"] * steps * taken / 3600
+        if d["status"] == NOT_SAMPLED:
+            key = (d["prior"], d["model"], d["n_params"], d["n_train"])
+            groups.setdefault(key, []).append(d)
+    body = []
+    for (prior, model, n_params, n), rows in groups.items():
+        taken = per_transition.get((prior, n_params))
+        seconds = float(np.min([d["seconds_per_gradient"] for d in rows]))
+        hours = None if taken is None else seconds * steps * taken / 3600
         body.append(
             [
-                PRIOR_NAMES[d["prior"]],
-                d["model"],
-                d["n_params"],
-                d["n_train"],
-                d["seed"],
-                f"{d['seconds_per_gradient'] * 1e3:.3f}",
+                PRIOR_NAMES[prior],
+                model,
+                n_params,
+                n,
+                ", ".join(str(d["seed"]) for d in rows),
+                f"{seconds * 1e3:.3f}",
                 "—" if taken is None else f"{taken:.0f}",
                 "—" if hours is None else f"{hours:.2f}",
-                f"{d['bound_hours_per_chain']:.2f}",
+                f"{max(d['bound_hours_per_chain'] for d in rows):.2f}",
             ]
         )
     header = [
@@ -311,10 +315,10 @@ def remaining_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
         "model",
         "params",
         "N",
-        "seed",
-        "ms / gradient",
+        "seeds",
+        "ms / gradient (fastest seed)",
         "leapfrog steps / transition (same size, another N)",
-        "estimate h / chain",
+        "estimate h / chain (each seed)",
         "bound h / chain",
     ]
     which = (
