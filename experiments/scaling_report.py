@@ -307,7 +307,7 @@ def remaining_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
                 f"{seconds * 1e3:.3f}",
                 "—" if taken is None else f"{taken:.0f}",
                 "—" if hours is None else f"{hours:.2f}",
-                f"{max(d['bound_hours_per_chain'] for d in rows):.2f}",
+                f"{seconds * steps * (2**cfg.mcmc.max_tree_depth - 1) / 3600:.2f}",
             ]
         )
     header = [
@@ -345,8 +345,11 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
     fig, axes = plt.subplots(3, 2, figsize=(10, 10), sharex=True, layout="constrained")
     colours = plt.cm.viridis(np.linspace(0, 0.85, len(cfg.n_train)))
     styles = dict(zip(PRIORS_ORDER, ("-", "--"), strict=True))
-    failed = {(d["prior"], d["n_train"], d["n_params"]) for d in diagnostics if not d["ok"]}
+    sampled = [d for d in diagnostics if d["status"] == "sampled"]
+    failed = {(d["prior"], d["n_train"], d["n_params"]) for d in sampled if not d["ok"]}
+    # a size no prior and no seed reached at this N (the unsampled seeds of a drawn size are not)
     accel = {(d["n_train"], d["n_params"]) for d in diagnostics if d["status"] == NOT_SAMPLED}
+    accel -= {(d["n_train"], d["n_params"]) for d in sampled}
     for i, (quantity, method) in enumerate(PAIRS):
         for j, stat in enumerate(("pearson", "spearman")):
             ax = axes[i, j]
