@@ -67,7 +67,8 @@ class Config:
     seeds: tuple[int, ...]
     grid_resolution: int
     priors: tuple[str, ...] = ("isotropic",)  # the third axis: PRIORS
-    prior_scale: float = 8.0  # width_scaled: kernels ~ N(0, prior_scale^2 / fan_in)
+    # width_scaled: kernels ~ N(0, s^2 / fan_in) with s = prior_scale[str(N)], a scale per N
+    prior_scale: dict[str, float] = dataclasses.field(default_factory=dict)
     activation: str = "tanh"
     bootstrap_resamples: int = 1000  # spatial block bootstrap behind every correlation's interval
     max_hours_per_chain: float = 2.0  # upper-bound cost above which a size is not sampled
@@ -84,16 +85,17 @@ class Config:
 # one (prior, width, N, seed)
 
 
-def prior_model(cfg, prior: str, key, widths: tuple[int, ...], problem):
+def prior_model(cfg, prior: str, key, widths: tuple[int, ...], problem, scale: float | None):
     """The network in the coordinates where its prior is N(0, I / prior_precision), with its
     initial params there; the network in the paper's weights; the map from the first's params to
-    the second's (identity for ``isotropic``). ``cfg``: a ``Config``, deliberately not annotated
-    as one: ``REFERENCE_CODE`` follows every name this definition uses, and a new ``Config``
-    field must not invalidate the stored references."""
+    the second's (identity for ``isotropic``). ``scale``: the width-scaled prior's s
+    (``unit_scale``). ``cfg``: a ``Config``, deliberately not annotated as one:
+    ``REFERENCE_CODE`` follows every name this definition uses, and a new ``Config`` field must
+    not invalidate the stored references."""
     model = models.mlp(key, problem.input_dim, widths, problem.num_classes, cfg.activation)
     if prior == "isotropic":
         return model, model.apply, lambda params: params
-    scaled = priors.scaled(model, priors.width_scaled_stds(model.params, cfg.prior_scale))
+    scaled = priors.scaled(model, priors.width_scaled_stds(model.params, scale))
     # start at a draw from the prior (the neural-tangent initialisation): the original init
     # mapped back is N(0, 1 / prior_scale^2), from where the MAP fit stays at the prior's mode
     leaves, treedef = jax.tree.flatten(scaled.model.params)
@@ -115,7 +117,8 @@ def run_unit(cfg: Config, item: tuple[str, int, int], seed: int, log, store: pat
     x, y = problem.sample(k_data, n_train)
     grid = problem.grid(cfg.grid_resolution)
     widths = () if width == 0 else (width, width)
-    model, weights_apply, to_weights = prior_model(cfg, prior, k_init, widths, problem)
+    scale = unit_scale(cfg, prior, n_train)
+    model, weights_apply, to_weights = prior_model(cfg, prior, k_init, widths, problem, scale)
     n_params = models.count_params(model.params)
 
     # the cost of a gradient does not depend on where it is taken: decide before the MAP
@@ -127,9 +130,9 @@ def run_unit(cfg: Config, item: tuple[str, int, int], seed: int, log, store: pat
         "n_train": np.asarray(n_train),
         "seconds_per_gradient": np.asarray(grad_s),
         "bound_hours_per_chain": np.asarray(bound_h),
+        "prior_scale": np.asarray(np.nan if scale is None else scale),
     }
     # what determines the chains, as settings (another CPU's MAP differs in its last digits)
-    scale = cfg.prior_scale if prior != "isotropic" else None
     name = cache.fingerprint(
         cfg.problem, prior, scale, width, n_train, seed, cfg.activation, cfg.map,
         cfg.grid_resolution, cfg.mcmc, cfg.stream, REFERENCE_CODE,
@@ -200,6 +203,13 @@ def run_unit(cfg: Config, item: tuple[str, int, int], seed: int, log, store: pat
     )  # fmt: skip
 
 
+def unit_scale(cfg: Config, prior: str, n_train: int) -> float | None:
+    """The width-scaled prior's s at training-set size ``n_train`` (None under N(0, I)): the
+    smallest scale whose MAP fits that N (``experiments.scaling_prior_scale``), so the prior
+    is chosen per N, as the data it must fit is."""
+    return None if prior == "isotropic" else cfg.prior_scale[str(n_train)]
+
+
 def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: int = 20) -> float:
     """Wall-clock of one gradient of the potential (what every leapfrog step costs): the
     fastest of ``repeats``, the one least disturbed by other work on the machine."""
@@ -230,8 +240,20 @@ def check(cfg: Config) -> None:
         raise config.ConfigError("scaling: give at least one width, one n_train and one seed")
     if unknown := sorted(set(cfg.priors) - set(PRIORS)):
         raise config.ConfigError(f"scaling: unknown priors {unknown}; choose from {list(PRIORS)}")
-    if not cfg.priors or cfg.prior_scale <= 0:
-        raise config.ConfigError("scaling: give at least one prior and a positive prior_scale")
+    if not cfg.priors:
+        raise config.ConfigError("scaling: give at least one prior")
+    if not all(k.isdigit() and s > 0 for k, s in cfg.prior_scale.items()):
+        raise config.ConfigError(
+            f"scaling: prior_scale maps training-set sizes to positive scales, e.g. "
+            f"prior_scale = {{ 50 = 8.0, 1000 = 2.0 }}; got {cfg.prior_scale}"
+        )
+    if "width_scaled" in cfg.priors and (
+        missing := [n for n in cfg.n_train if str(n) not in cfg.prior_scale]
+    ):
+        raise config.ConfigError(
+            f"scaling: the width-scaled prior needs a scale for every N in n_train; prior_scale "
+            f"has none for {missing} (e.g. --set 'prior_scale={{ {missing[0]} = 8.0 }}')"
+        )
     if (task := problems.get(cfg.problem).task) != "categorical":
         raise config.ConfigError(f"scaling: {cfg.problem!r} is a {task} problem, not a K-class one")
 

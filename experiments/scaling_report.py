@@ -41,6 +41,19 @@ def model_name(width: int) -> str:
     return "LogReg" if width == 0 else f"MLP({width},{width})"
 
 
+def prior_label(cfg, prior: str, n_train: int) -> str:
+    """The prior of one row: its name and, width-scaled, the scale s chosen for this N."""
+    if prior == "isotropic":
+        return PRIOR_NAMES[prior]
+    return f"{PRIOR_NAMES[prior]}, s = {cfg.prior_scale[str(n_train)]:g}"
+
+
+def scales_text(cfg) -> str:
+    """The width-scaled prior in words, with its scale per N."""
+    per_n = ", ".join(f"{cfg.prior_scale[str(n)]:g} at N = {n}" for n in cfg.n_train)
+    return f"width-scaled N(0, s² / fan-in) with s chosen per N ({per_n})"
+
+
 # ---------------------------------------------------------------------------------------------
 # records and rendering
 
@@ -55,10 +68,12 @@ def unit_records(cfg, prior: str, width: int, seed: int, a: dict) -> list[dict]:
 
 def _unit_fields(cfg, prior: str, width: int, seed: int, a: dict) -> dict:
     """What names a unit in its records and its diagnostics row."""
+    scale = float(a["prior_scale"])
     return {
         "problem": cfg.problem,
         "model": model_name(width),
         "prior": prior,
+        "prior_scale": None if np.isnan(scale) else scale,
         "n_params": int(a["n_params"]),
         "n_train": int(a["n_train"]),
         "seed": seed,
@@ -165,7 +180,7 @@ def table10(cfg, profile, records, diagnostics) -> tuple[str, str]:
                 accuracy = [d["map_train_accuracy"] for d in rows if "map_train_accuracy" in d]
                 for region in agreement.REGIONS:
                     line = [
-                        PRIOR_NAMES[prior],
+                        prior_label(cfg, prior, n),
                         model_name(w),
                         f"{n_params:,}".replace(",", " "),
                         str(n),
@@ -191,8 +206,8 @@ def table10(cfg, profile, records, diagnostics) -> tuple[str, str]:
         f"pooled over classes ({profile} profile, {seeds}). Each cell: the mean over seeds [95% "
         f"interval]; {INTERVAL_NOTE}. Region 'data': grid cells inside the training data's "
         f"bounding box; 'box': the whole evaluation grid. MAP training accuracy: mean [min, max]. "
-        f"Priors: N(0, I) (the paper's) and ours, width-scaled N(0, {cfg.prior_scale:g}² / "
-        f"fan-in) on every kernel, N(0, 1) on biases; MAP, reference and estimators under the "
+        f"Priors: N(0, I) (the paper's) and ours, {scales_text(cfg)} on every kernel, N(0, 1) "
+        f"on biases; MAP, reference and estimators under the "
         f"same prior. 'paper' columns are the paper's Table 10 (N(0, I), training-set size and "
         f"grid extent not stated)"
     )
@@ -232,7 +247,7 @@ def diagnostics_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
 
     body = [
         [
-            PRIOR_NAMES[d["prior"]],
+            prior_label(cfg, d["prior"], d["n_train"]),
             d["model"],
             d["n_params"],
             d["n_train"],
@@ -299,7 +314,7 @@ def remaining_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
         hours = None if taken is None else seconds * steps * taken / 3600
         body.append(
             [
-                PRIOR_NAMES[prior],
+                prior_label(cfg, prior, n),
                 model,
                 n_params,
                 n,
@@ -366,7 +381,7 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
                     lo = mean - np.array([i[0] for _, i in found])
                     hi = np.array([i[1] for _, i in found]) - mean
                     bad = np.array([(prior, n, int(k)) in failed for k in p])
-                    label = f"N = {n}, {PRIOR_NAMES[prior]}"
+                    label = f"N = {n}, {prior_label(cfg, prior, n)}"
                     ax.errorbar(xs, mean, yerr=[lo, hi], color=colour, ls=styles[prior], lw=1.2,
                                 marker="o", ms=5, capsize=2, label=label)  # fmt: skip
                     ax.scatter(xs[bad], mean[bad], fc="white", ec=colour, s=25, zorder=4)
@@ -400,7 +415,7 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
     fig.suptitle(
         f"Scaling sweep, 4-class rings ({profile}), whole box: mean over seeds, bars 95% "
         f"intervals (one seed: its spatial bootstrap)\nsolid N(0, I), "
-        f"dashed width-scaled (N(0, {cfg.prior_scale:g}² / fan-in))",
+        f"dashed {scales_text(cfg)}",
         fontsize=10,
     )
     plots.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))

@@ -22,6 +22,7 @@ class Experiment:
     map: MapConfig = dataclasses.field(default_factory=MapConfig)
     seeds: int = 3
     note: str | None = None
+    scale: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 TOML = """
@@ -55,6 +56,9 @@ def test_profiles_and_overrides(path):
     assert smoke.map.grad_tol == 1e-6 and smoke.note == "hello world"
     cfg, profile, _ = config.cli(Experiment, path, ["--profile", "smoke", "--set", "widths=[8]"])
     assert profile == "smoke" and cfg.widths == (8,)
+    # a table merges key by key; its values are coerced like any other
+    scaled = config.load(path, Experiment, "quick", ["scale={50 = 8}", "scale={200 = 4.5}"])
+    assert scaled.scale == {"50": 8.0, "200": 4.5} and isinstance(scaled.scale["50"], float)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +69,7 @@ def test_profiles_and_overrides(path):
         (["map.prior_precision=yes"], "map.prior_precision.*must be a number"),
         (["widths=[8, 'a']"], r"widths\[1\].*integer"),
         (["sampler=3"], "table"),
+        (["scale={50 = 'big'}"], "scale.50.*must be a number"),
         (["nonsense"], "section.key=value"),
     ],
 )

@@ -81,7 +81,7 @@ def config_path(name: str) -> pathlib.Path:
         (proxy_bias.EXPERIMENT, "labels=[]", "labels must name every problem"),
         (scaling.EXPERIMENT, "widths=[]", "at least one width"),
         (scaling.EXPERIMENT, 'priors=["flat"]', "unknown priors"),
-        (scaling.EXPERIMENT, "prior_scale=0", "positive prior_scale"),
+        (scaling.EXPERIMENT, "prior_scale={30 = 0}", "positive scales"),
         (classification.BINARY, "mcmc.num_sample=3", "unknown config key"),
     ],
 )

@@ -1,5 +1,6 @@
 """The scaling sweep end to end on its smoke profile, the accelerator path, and its claims."""
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -9,7 +10,7 @@ import sys
 import pytest
 
 from experiments import scaling, scaling_report
-from experiments.harness import agreement
+from experiments.harness import agreement, config
 from experiments.harness.experiment import main
 
 CHECKER = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_results.py"
@@ -157,7 +158,7 @@ def test_a_fresh_clone_resumes_from_the_reference_store(tmp_path, capsys):
     assert _run(argv, tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / "scaling"
     first = json.loads((out / "results.json").read_text())
-    assert {r["prior"] for r in first["records"]} == {"width_scaled"}
+    assert {(r["prior"], r["prior_scale"]) for r in first["records"]} == {("width_scaled", 8.0)}
     stored = sorted((tmp_path / "store").iterdir())
     assert [p.name.split("-")[0] for p in stored] == ["reference"]  # the checkpoint is gone
     shutil.rmtree(tmp_path / "results")
@@ -170,3 +171,15 @@ def test_a_fresh_clone_resumes_from_the_reference_store(tmp_path, capsys):
     shutil.rmtree(tmp_path / "results")
     assert _run([*argv, "--set", "max_hours_per_chain=0"], tmp_path) == 0
     assert json.loads((out / "results.json").read_text())["records"] == first["records"]
+
+
+def test_the_width_scaled_prior_needs_a_scale_at_every_n():
+    cfg = scaling.Config(
+        experiment="scaling", problem="rings4", widths=(0,), n_train=(50, 77), seeds=(0,),
+        grid_resolution=8, priors=scaling.PRIORS, prior_scale={"50": 8.0},
+    )  # fmt: skip
+    with pytest.raises(config.ConfigError, match=r"has none for \[77\]"):
+        scaling.check(cfg)
+    scaling.check(dataclasses.replace(cfg, priors=("isotropic",)))  # N(0, I) needs none
+    assert scaling.unit_scale(cfg, "width_scaled", 50) == 8.0
+    assert scaling.unit_scale(cfg, "isotropic", 77) is None

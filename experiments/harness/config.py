@@ -220,7 +220,9 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             fail("a table")
-        return value
+        if not args:
+            return value
+        return {k: _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             fail("true or false")
