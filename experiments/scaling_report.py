@@ -346,7 +346,8 @@ def remaining_table(cfg, diagnostics: list[dict]) -> tuple[str, str]:
         f"What remains: the units with no stored reference {which} (one gradient of the "
         f"potential timed, the fastest of 20). Estimate: that "
         f"time x {steps} transitions x the most leapfrog steps per transition the same prior and "
-        f"size took at another N (a larger N narrows the posterior and usually takes more); "
+        f"size took at another N (a larger N narrows the posterior and usually takes more; "
+        f"the width-scaled prior's s differs between N); "
         f"bound: every transition at tree depth {cfg.mcmc.max_tree_depth}. Per chain: "
         f"{cfg.mcmc.num_chains} chains over 2 CPU devices take about twice as long"
     )
