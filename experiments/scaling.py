@@ -16,6 +16,7 @@ Run as ``python -m experiments.scaling`` (``--profile smoke|quick|paper``, ``--s
 """
 
 import dataclasses
+import math
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
@@ -97,7 +98,7 @@ def prior_model(cfg, prior: str, key, widths: tuple[int, ...], problem, scale: f
         return model, model.apply, lambda params: params
     scaled = priors.scaled(model, priors.width_scaled_stds(model.params, scale))
     # start at a draw from the prior (the neural-tangent initialisation): the original init
-    # mapped back is N(0, 1 / prior_scale^2), from where the MAP fit stays at the prior's mode
+    # mapped back is N(0, 1 / scale^2), from where the MAP fit stays at the prior's mode
     leaves, treedef = jax.tree.flatten(scaled.model.params)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
     std = cfg.map.prior_precision**-0.5
@@ -109,15 +110,16 @@ def prior_model(cfg, prior: str, key, widths: tuple[int, ...], problem, scale: f
     return sampled, model.apply, scaled.to_original
 
 
-def run_unit(cfg: Config, item: tuple[str, int, int], seed: int, log, store: pathlib.Path) -> dict:
-    prior, width, n_train = item
+def run_unit(
+    cfg: Config, item: tuple[str, int, int, float | None], seed: int, log, store: pathlib.Path
+) -> dict:
+    prior, width, n_train, scale = item
     problem = problems.get(cfg.problem)
     lik = likelihoods.get(problem.task)
     k_data, k_init, k_mcmc = jax.random.split(jax.random.key(seed), 3)
     x, y = problem.sample(k_data, n_train)
     grid = problem.grid(cfg.grid_resolution)
     widths = () if width == 0 else (width, width)
-    scale = unit_scale(cfg, prior, n_train)
     model, weights_apply, to_weights = prior_model(cfg, prior, k_init, widths, problem, scale)
     n_params = models.count_params(model.params)
 
@@ -226,7 +228,7 @@ def seconds_per_gradient(apply_fn, lik, params, x, y, prior_precision, repeats: 
 # ---------------------------------------------------------------------------------------------
 
 
-def compute(cfg: Config, item: tuple[int, int], seed: int, ctx: Context) -> dict:
+def compute(cfg: Config, item: tuple[str, int, int, float | None], seed: int, ctx: Context) -> dict:
     # float32 matrix products in full precision on GPUs too (no TF32): the leapfrog gradients
     # must be those of the potential the Metropolis step evaluates
     jax.config.update("jax_default_matmul_precision", "highest")
@@ -242,7 +244,7 @@ def check(cfg: Config) -> None:
         raise config.ConfigError(f"scaling: unknown priors {unknown}; choose from {list(PRIORS)}")
     if not cfg.priors:
         raise config.ConfigError("scaling: give at least one prior")
-    if not all(k.isdigit() and s > 0 for k, s in cfg.prior_scale.items()):
+    if not all(str(k).isdigit() and 0 < s < math.inf for k, s in cfg.prior_scale.items()):
         raise config.ConfigError(
             f"scaling: prior_scale maps training-set sizes to positive scales, e.g. "
             f"prior_scale = {{ 50 = 8.0, 1000 = 2.0 }}; got {cfg.prior_scale}"
@@ -262,8 +264,12 @@ EXPERIMENT = Experiment(
     name="scaling",
     schema=Config,
     config_file="scaling.toml",
+    # the item names the unit's own scale, so another N's scale recomputes nothing here
     units=lambda cfg: [
-        (f"{p}-w{w}-n{n}", (p, w, n)) for p in cfg.priors for n in cfg.n_train for w in cfg.widths
+        (f"{p}-w{w}-n{n}", (p, w, n, unit_scale(cfg, p, n)))
+        for p in cfg.priors
+        for n in cfg.n_train
+        for w in cfg.widths
     ],
     compute=compute,
     render=scaling_report.render,
@@ -276,6 +282,7 @@ EXPERIMENT = Experiment(
             widths=(),
             n_train=(),
             priors=(),
+            prior_scale={},
             run_missing=True,
             reference_store="",
             max_hours_per_chain=0.0,  # decides what is sampled, not how

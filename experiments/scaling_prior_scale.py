@@ -65,7 +65,8 @@ def main() -> None:
             row = [str(n), str(w)]
             for s in SCALES:
                 accuracy[w, s] = training_accuracy(base, s, w, n)
-                print(f"N = {n}, width {w}, scale {s:g}: training accuracy {accuracy[w, s]:.2f}")
+                acc = accuracy[w, s]
+                print(f"N = {n}, width {w}, scale {s:g}: training accuracy {acc:.2f}", flush=True)
                 row.append(f"{accuracy[w, s]:.2f}")
             body.append(row)
         chosen[n] = chosen_scale(accuracy)

@@ -49,7 +49,9 @@ def prior_label(cfg, prior: str, n_train: int) -> str:
 
 
 def scales_text(cfg) -> str:
-    """The width-scaled prior in words, with its scale per N."""
+    """The width-scaled prior in words, with its scale per N ("" where it is not run)."""
+    if "width_scaled" not in cfg.priors:
+        return ""
     per_n = ", ".join(f"{cfg.prior_scale[str(n)]:g} at N = {n}" for n in cfg.n_train)
     return f"width-scaled N(0, s² / fan-in) with s chosen per N ({per_n})"
 
@@ -118,7 +120,7 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path) -> list[str]:
         diagnostics.append(diagnostics_row(cfg, prior, width, seed, a))
     report.write_results(out, cfg.experiment, profile, cfg, records, diagnostics)
     report.write_table(out, "table10", table10(cfg, profile, records, diagnostics))
-    report.write_table(out, "table10_per_class", per_class_table(profile, records))
+    report.write_table(out, "table10_per_class", per_class_table(cfg, profile, records))
     report.write_table(out, "diagnostics", diagnostics_table(cfg, diagnostics))
     report.write_table(out, "remaining", remaining_table(cfg, diagnostics))
     for x_axis in ("params", "params_per_n"):
@@ -199,6 +201,7 @@ def table10(cfg, profile, records, diagnostics) -> tuple[str, str]:
                     body.append(line)
     ran = sorted({r["seed"] for r in records})
     seeds = f"seed{'s' * (len(ran) > 1)} {', '.join(map(str, ran)) or 'none yet'}"
+    scaled = scales_text(cfg)
     caption = (
         f"Scaling sweep on 4-class rings: GN (epistemic; the paper's, identity covariance in the "
         f"weights, and ours in the prior's metric, identity in the coordinates where the prior is "
@@ -206,15 +209,16 @@ def table10(cfg, profile, records, diagnostics) -> tuple[str, str]:
         f"pooled over classes ({profile} profile, {seeds}). Each cell: the mean over seeds [95% "
         f"interval]; {INTERVAL_NOTE}. Region 'data': grid cells inside the training data's "
         f"bounding box; 'box': the whole evaluation grid. MAP training accuracy: mean [min, max]. "
-        f"Priors: N(0, I) (the paper's) and ours, {scales_text(cfg)} on every kernel, N(0, 1) "
-        f"on biases; MAP, reference and estimators under the "
-        f"same prior. 'paper' columns are the paper's Table 10 (N(0, I), training-set size and "
-        f"grid extent not stated)"
+        f"Priors: N(0, I) (the paper's)"
+        + (f" and ours, {scaled} on every kernel, N(0, 1) on biases" if scaled else "")
+        + "; MAP, reference and estimators under the "
+        "same prior. 'paper' columns are the paper's Table 10 (N(0, I), training-set size and "
+        "grid extent not stated)"
     )
     return report.rows_table(header, body, caption)
 
 
-def per_class_table(profile: str, records: list[dict]) -> tuple[str, str]:
+def per_class_table(cfg, profile: str, records: list[dict]) -> tuple[str, str]:
     """Epistemic GN vs NUTS per class (the paper reports Table 10 pooled only)."""
     cells: dict[tuple, list[dict]] = {}
     for r in records:
@@ -226,7 +230,7 @@ def per_class_table(profile: str, records: list[dict]) -> tuple[str, str]:
     header = ["prior", "model", "params", "N", "region"]
     header += [f"c{c} {s}" for c in classes for s in ("r", "ρ")]
     body = [
-        [PRIOR_NAMES[prior], model, str(n_params), str(n), region]
+        [prior_label(cfg, prior, n), model, str(n_params), str(n), region]
         + [
             report.interval_cell(cells.get((prior, n, n_params, model, region, c), []), stat)
             for c in classes
@@ -415,8 +419,8 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
     fig.suptitle(
         f"Scaling sweep, 4-class rings ({profile}), whole box: mean over seeds, bars 95% "
-        f"intervals (one seed: its spatial bootstrap)\nsolid N(0, I), "
-        f"dashed {scales_text(cfg)}",
+        f"intervals (one seed: its spatial bootstrap)\nsolid N(0, I)"
+        + (f", dashed {scales_text(cfg)}" if "width_scaled" in cfg.priors else ""),
         fontsize=10,
     )
     plots.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))

@@ -153,7 +153,7 @@ def test_a_fresh_clone_resumes_from_the_reference_store(tmp_path, capsys):
     with no results/ (a fresh clone) samples nothing and gives the same records."""
     argv = [
         "--profile", "smoke", "--set", 'priors=["width_scaled"]', "--set", "widths=[4]",
-        "--set", "reference_store=store",
+        "--set", "reference_store=store", "--set", "prior_scale={30 = 8}",
     ]  # fmt: skip
     assert _run(argv, tmp_path) == 0
     out = tmp_path / "figures" / "smoke" / "scaling"
@@ -183,3 +183,16 @@ def test_the_width_scaled_prior_needs_a_scale_at_every_n():
     scaling.check(dataclasses.replace(cfg, priors=("isotropic",)))  # N(0, I) needs none
     assert scaling.unit_scale(cfg, "width_scaled", 50) == 8.0
     assert scaling.unit_scale(cfg, "isotropic", 77) is None
+
+
+def test_the_scale_rule_takes_the_smallest_candidate_that_fits_every_width():
+    from experiments import scaling_prior_scale as rule
+
+    def accuracy(fits_from: float) -> dict:
+        return {(w, s): 1.0 if s >= fits_from else 0.3 for w in rule.WIDTHS for s in rule.SCALES}
+
+    assert rule.chosen_scale(accuracy(4.0)) == 4.0
+    assert rule.chosen_scale(accuracy(1.0)) == 1.0
+    assert rule.chosen_scale(accuracy(16.0)) is None  # 16 is measured, never chosen
+    one_width_short = accuracy(2.0) | {(rule.WIDTHS[-1], 2.0): rule.FIT - 0.01}
+    assert rule.chosen_scale(one_width_short) == 4.0
