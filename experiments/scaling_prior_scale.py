@@ -64,10 +64,9 @@ def main() -> None:
         for w in WIDTHS:
             row = [str(n), str(w)]
             for s in SCALES:
-                accuracy[w, s] = training_accuracy(base, s, w, n)
-                acc = accuracy[w, s]
+                accuracy[w, s] = acc = training_accuracy(base, s, w, n)
                 print(f"N = {n}, width {w}, scale {s:g}: training accuracy {acc:.2f}", flush=True)
-                row.append(f"{accuracy[w, s]:.2f}")
+                row.append(f"{acc:.2f}")
             body.append(row)
         chosen[n] = chosen_scale(accuracy)
     caption = (

@@ -417,10 +417,11 @@ def scaling_figure(cfg, profile, records, diagnostics, x_axis: str, out: pathlib
         plt.Line2D([], [], ls=":", color="k", lw=0.8, label="size not sampled here"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
+    scaled = scales_text(cfg)
     fig.suptitle(
         f"Scaling sweep, 4-class rings ({profile}), whole box: mean over seeds, bars 95% "
         f"intervals (one seed: its spatial bootstrap)\nsolid N(0, I)"
-        + (f", dashed {scales_text(cfg)}" if "width_scaled" in cfg.priors else ""),
+        + (f", dashed {scaled}" if scaled else ""),
         fontsize=10,
     )
     plots.save_figure(fig, out / ("figure3" if x_axis == "params" else "figure3_params_per_n"))
