@@ -174,7 +174,7 @@ def explain(e: dict, gap: float) -> str:
         return "not run yet: no unit of this problem is computed"
     value, name = _cell(e["value"]), e["closest"]
     planned, computed = e.get("variants_planned", 0), e.get("variants_computed", 0)
-    line = _explain(e, gap, value, name)
+    line = _explain(e, gap, value, name, complete=computed >= planned)
     if e.get("variants_failed"):
         line += f"; failed (MAP or a constant map): {', '.join(e['variants_failed'])}"
     if computed < planned:
@@ -182,7 +182,7 @@ def explain(e: dict, gap: float) -> str:
     return line
 
 
-def _explain(e: dict, gap: float, value: str, name: str) -> str:
+def _explain(e: dict, gap: float, value: str, name: str, complete: bool) -> str:
     paper = f"paper {e['paper']:.2f}"
     distance = abs(e["value"][0] - e["paper"])
     note = ""
@@ -202,9 +202,11 @@ def _explain(e: dict, gap: float, value: str, name: str) -> str:
         )
     if distance <= gap:
         return f"{name} narrows it to {distance:.2f} ({e['choice']}): {value} vs {paper}{note}"
+    # an open gap is a finding about the paper only once every planned variant has had its say
+    verdict = "a finding about the paper" if complete else "open so far"
     return (
         f"no setting closes it: closest {name} ({e['choice']}) {value} vs {paper}, "
-        f"{distance:.2f} away: a finding about the paper{note}"
+        f"{distance:.2f} away: {verdict}{note}"
     )
 
 

@@ -104,6 +104,10 @@ def test_explanations_follow_the_numbers():
     open_ = closes | {"value": (0.6, 0.55, 0.65), "contains_paper": False}
     assert "no setting closes it" in sensitivity_report.explain(open_, 0.1)
     assert "finding about the paper" in sensitivity_report.explain(open_, 0.1)
+    partial = open_ | {"variants_planned": 10, "variants_computed": 2}
+    line = sensitivity_report.explain(partial, 0.1)
+    assert "finding about the paper" not in line
+    assert "open so far" in line and "only 2 of 10 variants run yet" in line
 
 
 VARIANTS = (
