@@ -66,10 +66,19 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
         }
         diagnostics += report.diagnostics_rows(base, arrays)
 
-    ledger = ledger_rows(cfg, plan, records, failed)
+    misses = defaultdict(list)  # unit -> the seeds whose reference failed its gate
+    for d in diagnostics:
+        if not d["ok"] and d.get("reference", PAPER_REFERENCE) == PAPER_REFERENCE:
+            misses[d["unit"]].append(
+                f"seed {d['seed']}: R-hat {d['rhat_max']:.3f}, ESS {d['ess_bulk_min']:.0f}, "
+                f"{d['divergences']} divergent"
+            )
+    gate_failed = {unit: "; ".join(seeds) for unit, seeds in misses.items()}
+    ledger = ledger_rows(cfg, plan, records, failed, gate_failed)
     out.mkdir(parents=True, exist_ok=True)
     report.write_table(out, "ledger", ledger_table(cfg, profile, ledger))
-    report.write_table(out, "variants", variants_table(cfg, profile, plan, records, failed))
+    variants = variants_table(cfg, profile, plan, records, failed, gate_failed)
+    report.write_table(out, "variants", variants)
     if diagnostics:
         shown = [d | {"reference": d["unit"]} for d in diagnostics]
         report.write_table(out, "diagnostics", report.diagnostics_table(shown, cfg.mcmc))
@@ -80,6 +89,7 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
         extra={
             "ledger": [{k: v for k, v in row.items() if k != "candidates"} for row in ledger],
             "failed": failed,
+            "gate_failed": gate_failed,
         },
     )  # fmt: skip
     lines = [f"- {r['row']} {STATS[r['stat']]}: {r['explanation']}" for r in ledger]
@@ -122,11 +132,17 @@ def candidates(row: dict, records: list[dict]) -> list[dict]:
         out.append(
             {"variant": variant, "choice": choice, "region": region, "method": method}
             | {"label": f"{label} ({region})", "value": _value(recs, row["stat"])}
+            | {"units": sorted({r["unit"] for r in recs})}
         )
     return out
 
 
-def ledger_rows(cfg, plan, records: list[dict], failed: dict[str, str]) -> list[dict]:
+def ledger_rows(
+    cfg, plan, records: list[dict], failed: dict[str, str], gate_failed: dict[str, str]
+) -> list[dict]:
+    """One entry per gap row: the closest setting among every computed variant; where that
+    setting's reference failed its gate (``gate_failed``: unit -> diagnostics), it is kept and
+    said, since in a short profile most references miss the gate by a little."""
     rows = []
     for row in plan.rows:
         stat, paper = row["stat"], row["paper"]
@@ -161,6 +177,9 @@ def ledger_rows(cfg, plan, records: list[dict], failed: dict[str, str]) -> list[
                 "choice": closest["choice"],
                 "value": v,
                 "contains_paper": bool(v[1] <= paper <= v[2]),
+                "closest_gate": "; ".join(
+                    gate_failed[u] for u in closest["units"] if u in gate_failed
+                ),
             }
         entry["explanation"] = explain(entry, cfg.gap)
         rows.append(entry)
@@ -175,6 +194,8 @@ def explain(e: dict, gap: float) -> str:
     value, name = _cell(e["value"]), e["closest"]
     planned, computed = e.get("variants_planned", 0), e.get("variants_computed", 0)
     line = _explain(e, gap, value, name, complete=computed >= planned)
+    if e.get("closest_gate"):
+        line += f"; unconfirmed: its reference failed the gate ({e['closest_gate']})"
     if e.get("variants_failed"):
         line += f"; failed (MAP or a constant map): {', '.join(e['variants_failed'])}"
     if computed < planned:
@@ -257,8 +278,9 @@ def ledger_table(cfg, profile: str, ledger: list[dict]) -> tuple[str, str]:
 
 
 def variants_table(
-    cfg, profile: str, plan, records: list[dict], failed: dict[str, str]
-) -> tuple[str, str]:
+    cfg, profile: str, plan, records: list[dict], failed: dict[str, str],
+    gate_failed: dict[str, str],
+) -> tuple[str, str]:  # fmt: skip
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r["reference"] == PAPER_REFERENCE:
@@ -274,7 +296,8 @@ def variants_table(
     for (experiment, problem), variants in plan.variants.items():
         for variant, name in variants:
             for quantity, method in estimates[(experiment, problem)]:
-                line = [f"{SETTINGS[experiment]} {problem}", variant.name, variant.choice]
+                shown_name = variant.name + (" (gate failed)" if name in gate_failed else "")
+                line = [f"{SETTINGS[experiment]} {problem}", shown_name, variant.choice]
                 line.append(f"{quantity} ({method})")
                 key = (experiment, problem, variant.name, quantity, method)
                 values = [

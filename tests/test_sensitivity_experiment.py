@@ -108,6 +108,11 @@ def test_explanations_follow_the_numbers():
     line = sensitivity_report.explain(partial, 0.1)
     assert "finding about the paper" not in line
     assert "open so far" in line and "only 2 of 10 variants run yet" in line
+    assert "unconfirmed" not in sensitivity_report.explain(closes, 0.1)
+    unsure = closes | {"closest_gate": "seed 0: R-hat 1.001, ESS 6753, 14 divergent"}
+    line = sensitivity_report.explain(unsure, 0.1)
+    assert line.startswith("ReLU (box) closes the gap")
+    assert "unconfirmed: its reference failed the gate (seed 0: R-hat 1.001" in line
 
 
 VARIANTS = (
