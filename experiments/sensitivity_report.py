@@ -146,7 +146,10 @@ def ledger_rows(
     rows = []
     for row in plan.rows:
         stat, paper = row["stat"], row["paper"]
-        found = candidates(row, records)
+        found = [
+            c | {"gate_failed": any(u in gate_failed for u in c["units"])}
+            for c in candidates(row, records)
+        ]
         key = (row["experiment"], row["problem"])
         base = [c for c in found if c["choice"] == "baseline" and c["method"] == row["method"]]
         base_box = next((c for c in base if c["region"] == agreement.REGIONS[-1]), None)
@@ -317,24 +320,30 @@ def variants_table(
 
 def ledger_figure(stem: pathlib.Path, ledger: list[dict], records: list[dict], profile: str):
     """One panel per ledger row: every setting's value with its interval (filled: the whole
-    box; open: the data region), the paper's value dashed, Table 1's ours dotted."""
+    box; open: the data region), the paper's value dashed, Table 1's ours dotted; a setting
+    whose reference failed its gate in grey, its name marked."""
+
+    def name(c: dict) -> str:
+        return c["label"].rsplit(" (", 1)[0] + (" (gate failed)" if c["gate_failed"] else "")
+
     n = len(ledger)
     cols = min(n, 3)
     rows = -(-n // cols)
-    heights = [len({c["label"].rsplit(" (", 1)[0] for c in e["candidates"]}) for e in ledger]
+    heights = [len({name(c) for c in e["candidates"]}) for e in ledger]
     fig, axes = plt.subplots(
         rows, cols, figsize=(4.2 * cols, 0.22 * max([*heights, 4]) * rows + 1.2),
         squeeze=False, layout="constrained",
     )  # fmt: skip
     for ax, e in zip(axes.flat, ledger, strict=False):
-        names = list(dict.fromkeys(c["label"].rsplit(" (", 1)[0] for c in e["candidates"]))
+        names = list(dict.fromkeys(name(c) for c in e["candidates"]))
         for c in e["candidates"]:
-            y = names.index(c["label"].rsplit(" (", 1)[0])
+            y = names.index(name(c))
             y += 0.15 if c["region"] == "data" else -0.15
             v, lo, hi = c["value"]
-            face = "white" if c["region"] == "data" else "C0"
+            color = "grey" if c["gate_failed"] else "C0"
+            face = "white" if c["region"] == "data" else color
             err = [[max(v - lo, 0)], [max(hi - v, 0)]]
-            ax.errorbar(v, y, xerr=err, fmt="o", ms=3.5, color="C0", mfc=face, lw=0.8)
+            ax.errorbar(v, y, xerr=err, fmt="o", ms=3.5, color=color, mfc=face, lw=0.8)
         ax.axvline(e["paper"], color="C3", ls="--", lw=1, label="paper")
         ax.axvline(e["table1"][0], color="grey", ls=":", lw=1, label="ours, Table 1")
         ax.set_yticks(range(len(names)), names, fontsize=6)
