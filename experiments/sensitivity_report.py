@@ -76,7 +76,13 @@ def render(cfg, profile: str, units: dict, out: pathlib.Path, plan) -> list[str]
     gate_failed = {unit: "; ".join(seeds) for unit, seeds in misses.items()}
     ledger = ledger_rows(cfg, plan, records, failed, gate_failed)
     out.mkdir(parents=True, exist_ok=True)
-    report.write_table(out, "ledger", ledger_table(cfg, profile, ledger))
+    planned = len(plan.units) * len(cfg.seeds)
+    progress = (
+        ""
+        if len(units) >= planned
+        else f"A run in progress: {len(units)} of {planned} units computed. "
+    )
+    report.write_table(out, "ledger", ledger_table(cfg, profile, ledger, progress))
     variants = variants_table(cfg, profile, plan, records, failed, gate_failed)
     report.write_table(out, "variants", variants)
     if diagnostics:
@@ -251,7 +257,7 @@ def settings_note(cfg, profile: str) -> str:
     )
 
 
-def ledger_table(cfg, profile: str, ledger: list[dict]) -> tuple[str, str]:
+def ledger_table(cfg, profile: str, ledger: list[dict], progress: str = "") -> tuple[str, str]:
     header = [
         "row", "stat", "paper", "ours (Table 1)", "ours (ablation baseline, box)",
         "closest setting", "open choice", "its value", "holds paper", "explanation",
@@ -274,7 +280,8 @@ def ledger_table(cfg, profile: str, ledger: list[dict]) -> tuple[str, str]:
             ]
         )
     caption = (
-        f"Gap ledger: which open choice explains each gap of Table 1. {settings_note(cfg, profile)}"
+        f"Gap ledger: which open choice explains each gap of Table 1. {progress}"
+        f"{settings_note(cfg, profile)}"
     )
     md, tex = report.rows_table(header, body, caption)
     return md + f"\n{INDEPENDENT}.\n", tex
