@@ -19,6 +19,7 @@ from experiments.harness import agreement, plots, report
 from experiments.harness.agreement import PAPER_REFERENCE, REGIONS
 from gnuq import stats
 
+GATE_MARK = " (gate failed)"  # after a setting's name where its reference failed its gate
 STATS = {"pearson": "r", "spearman": "ρ"}
 SETTINGS = {"binary": "binary", "multiclass": "4-class", "regression": "regression"}
 PRIOR_METRIC = "GN (prior metric)"  # the width-scaled prior's GN in V
@@ -306,7 +307,7 @@ def variants_table(
     for (experiment, problem), variants in plan.variants.items():
         for variant, name in variants:
             for quantity, method in estimates[(experiment, problem)]:
-                shown_name = variant.name + (" (gate failed)" if name in gate_failed else "")
+                shown_name = variant.name + (GATE_MARK if name in gate_failed else "")
                 line = [f"{SETTINGS[experiment]} {problem}", shown_name, variant.choice]
                 line.append(f"{quantity} ({method})")
                 key = (experiment, problem, variant.name, quantity, method)
@@ -331,7 +332,7 @@ def ledger_figure(stem: pathlib.Path, ledger: list[dict], records: list[dict], p
     whose reference failed its gate in grey, its name marked."""
 
     def name(c: dict) -> str:
-        return c["label"].rsplit(" (", 1)[0] + (" (gate failed)" if c["gate_failed"] else "")
+        return c["label"].rsplit(" (", 1)[0] + (GATE_MARK if c["gate_failed"] else "")
 
     n = len(ledger)
     cols = min(n, 3)
