@@ -115,6 +115,23 @@ def test_explanations_follow_the_numbers():
     assert "unconfirmed: its reference failed the gate (seed 0: R-hat 1.001" in line
 
 
+def test_independent_note_reports_our_xor_variants_computed_not_typed():
+    def xor(variant, r, rho, **kw):
+        return _record("xor", "epistemic", "GN", r, rho, **kw) | {"variant": variant}
+
+    records = [
+        xor("baseline", 0.54, 0.66), xor("baseline", 0.9, 0.9, region="data"),
+        xor("Adam only", 0.53, 0.61), xor("ReLU", 0.45, 0.40),
+        _record("rings", "epistemic", "GN", 0.1, 0.2) | {"variant": "another initialisation"},
+    ]  # fmt: skip
+    note = sensitivity_report.independent_note(records)
+    assert note.startswith(sensitivity_report.INDEPENDENT)
+    assert "baseline r 0.54 [0.49, 0.59], ρ 0.66 [0.61, 0.71]" in note
+    assert "Adam only r 0.53 [0.48, 0.58], ρ 0.61 [0.56, 0.66]" in note
+    assert "ReLU" not in note and "another initialisation" not in note and "0.90" not in note
+    assert "no XOR variant of ours has run yet" in sensitivity_report.independent_note([])
+
+
 VARIANTS = (
     "variants=["
     '{name = "baseline", choice = "baseline"}, '
