@@ -160,7 +160,7 @@ def ledger_rows(
         key = (row["experiment"], row["problem"])
         base = [c for c in found if c["choice"] == "baseline" and c["method"] == row["method"]]
         base_box = next((c for c in base if c["region"] == agreement.REGIONS[-1]), None)
-        closest = min(found, key=lambda c: abs(c["value"][0] - paper), default=None)
+        closest, confirmed = nearest(found, paper)
         entry = {
             "row": f"{SETTINGS[row['experiment']]} {row['label']} {row['quantity']} "
             f"({row['method']})",
@@ -191,9 +191,23 @@ def ledger_rows(
                     gate_failed[u] for u in closest["units"] if u in gate_failed
                 ),
             }
+        if confirmed is not None and confirmed is not closest:
+            entry["closest_confirmed"] = {k: confirmed[k] for k in ("label", "choice", "value")}
         entry["explanation"] = explain(entry, cfg.gap)
         rows.append(entry)
     return rows
+
+
+def nearest(found: list[dict], paper: float) -> tuple[dict | None, dict | None]:
+    """The candidate closest to ``paper``, and the closest whose reference passed its gate
+    (the same one unless the closest failed; None when none passed)."""
+
+    def distance(c: dict) -> float:
+        return abs(c["value"][0] - paper)
+
+    closest = min(found, key=distance, default=None)
+    passed = [c for c in found if not c["gate_failed"]]
+    return closest, min(passed, key=distance, default=None)
 
 
 def explain(e: dict, gap: float) -> str:
@@ -206,6 +220,12 @@ def explain(e: dict, gap: float) -> str:
     line = _explain(e, gap, value, name, complete=computed >= planned)
     if e.get("closest_gate"):
         line += f"; unconfirmed: its reference failed the gate ({e['closest_gate']})"
+        if e.get("closest_confirmed"):
+            c = e["closest_confirmed"]
+            line += (
+                f"; the closest setting whose reference passed: {c['label']} ({c['choice']}) "
+                f"{_cell(c['value'])}, {abs(c['value'][0] - e['paper']):.2f} away"
+            )
     if e.get("variants_failed"):
         line += f"; failed (MAP or a constant map): {', '.join(e['variants_failed'])}"
     if computed < planned:

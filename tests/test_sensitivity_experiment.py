@@ -113,6 +113,23 @@ def test_explanations_follow_the_numbers():
     line = sensitivity_report.explain(unsure, 0.1)
     assert line.startswith("ReLU (box) closes the gap")
     assert "unconfirmed: its reference failed the gate (seed 0: R-hat 1.001" in line
+    passed = {"label": "GELU (box)", "choice": "activation", "value": (0.67, 0.5, 0.8)}
+    line = sensitivity_report.explain(unsure | {"closest_confirmed": passed}, 0.1)
+    assert line.endswith(
+        "the closest setting whose reference passed: GELU (box) (activation) "
+        "0.67 [0.50, 0.80], 0.13 away"
+    )
+
+
+def test_nearest_names_the_closest_confirmed_setting_when_the_closest_failed_its_gate():
+    def c(label, value, failed=False):
+        return {"label": label, "value": (value, value - 0.1, value + 0.1), "gate_failed": failed}
+
+    ok, bad = c("ReLU (box)", 0.67), c("GELU (box)", 0.64, failed=True)
+    assert sensitivity_report.nearest([ok, bad], 0.58) == (bad, ok)
+    assert sensitivity_report.nearest([ok, c("x", 0.1)], 0.58) == (ok, ok)
+    assert sensitivity_report.nearest([bad], 0.58) == (bad, None)
+    assert sensitivity_report.nearest([], 0.58) == (None, None)
 
 
 def test_independent_note_reports_our_xor_variants_computed_not_typed():
