@@ -318,6 +318,7 @@ def independent_note(records: list[dict]) -> str:
             r for r in records
             if r["problem"] == "xor" and r["variant"] == variant
             and r["method"] == "GN" and r["region"] == "box"
+            and r["reference"] == PAPER_REFERENCE
         ]  # fmt: skip
         if recs:
             r, rho = (_cell(_value(recs, s)) for s in STATS)

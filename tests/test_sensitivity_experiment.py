@@ -139,6 +139,7 @@ def test_independent_note_reports_our_xor_variants_computed_not_typed():
     records = [
         xor("baseline", 0.54, 0.66), xor("baseline", 0.9, 0.9, region="data"),
         xor("Adam only", 0.53, 0.61), xor("ReLU", 0.45, 0.40),
+        xor("baseline", 0.2, 0.2, reference="LA"),  # against another reference: not averaged in
         _record("rings", "epistemic", "GN", 0.1, 0.2) | {"variant": "another initialisation"},
     ]  # fmt: skip
     note = sensitivity_report.independent_note(records)
